@@ -1,0 +1,11 @@
+"""datarax_beam: write a JAX data pipeline once; iterate it online or materialize it with Beam.
+
+The public face is this module and the topic modules ``sources``, ``operators``, ``dag``,
+``transforms`` and ``runners``; everything else is internal.
+"""
+
+from datarax_beam.core.element import Element, RecordMetadata
+from datarax_beam.dag import OperatorNode, Pipeline, from_source
+from datarax_beam.version import __version__
+
+__all__ = ["Element", "OperatorNode", "Pipeline", "RecordMetadata", "__version__", "from_source"]

@@ -1,0 +1,197 @@
+"""The online pipeline: ``from_source(source, batch_size) >> OperatorNode(op) ...``.
+
+A `Pipeline` is an NNX module holding its iteration state (epoch, position) in `SourceCursor`
+variables. Iterating it yields one epoch of batches (dicts of stacked arrays), continuing from
+wherever the state says. Operators run through the same `ChainKernel` as the Beam DoFn, keyed by
+each record's global source index, so results never depend on batch size or order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import flax.nnx as nnx
+import jax.numpy as jnp
+import numpy as np
+
+from datarax_beam.core import columns as cols
+from datarax_beam.core.data_source import DataSourceModule, SourceCursor, _require_ints
+from datarax_beam.core.element import Element, as_element
+from datarax_beam.core.operator import OperatorModule
+from datarax_beam.dag.nodes import BatchNode, ShuffleNode, as_operator, check_positive_int
+from datarax_beam.dag.order import buffer_shuffle, shuffle_indices, shuffle_rng
+from datarax_beam.kernels import ChainKernel
+
+
+class Pipeline(nnx.Module, pytree=False):
+    """A source, an operator chain, an optional shuffle, and batching.
+
+    Build it with `from_source`; ``>>``, `batch` and `shuffle` return new pipelines over the same
+    source. State: ``get_state()`` -> ``{"epoch": e, "position": p}`` (records yielded so far in
+    epoch ``e``); `set_state` restores it and the next iteration yields exactly what remained.
+    """
+
+    def __init__(
+        self,
+        source: DataSourceModule,
+        operators: tuple[OperatorModule, ...] = (),
+        batch: BatchNode = BatchNode(32),
+        shuffle: ShuffleNode | None = None,
+    ):
+        if not isinstance(source, DataSourceModule):
+            raise TypeError(
+                f"`source` must be a DataSourceModule (e.g. MemorySource), got {type(source).__name__}"
+            )
+        self.source = source
+        self.operators = tuple(operators)
+        self.batch_node = batch
+        self.shuffle_node = shuffle
+        self.epoch = SourceCursor(0)
+        self.position = SourceCursor(0)
+        self._kernel: ChainKernel | None = None
+        self._live: tuple[int, int, Iterator] | None = None
+
+    # -- building ----------------------------------------------------------------------------
+    def _replace(self, **changes) -> Pipeline:
+        args = dict(source=self.source, operators=self.operators, batch=self.batch_node,
+                    shuffle=self.shuffle_node)
+        args.update(changes)
+        return Pipeline(**args)
+
+    def __rshift__(self, stage) -> Pipeline:
+        return self._replace(operators=self.operators + (as_operator(stage),))
+
+    def batch(self, batch_size: int, drop_remainder: bool = False) -> Pipeline:
+        """Batches of ``batch_size`` records; the last partial batch is kept unless dropped."""
+        return self._replace(batch=BatchNode(batch_size, drop_remainder))
+
+    def shuffle(self, buffer_size: int, seed: int = 0) -> Pipeline:
+        """Shuffles records (not batches) through a buffer; a new order every epoch."""
+        return self._replace(shuffle=ShuffleNode(buffer_size, seed))
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_node.batch_size
+
+    @property
+    def kernel(self) -> ChainKernel:
+        """The compiled operator chain (built once per pipeline, padded to the batch size)."""
+        if self._kernel is None:
+            self._kernel = ChainKernel(self.operators, pad_to=self.batch_size)
+        return self._kernel
+
+    def fingerprint(self) -> str:
+        return ChainKernel(self.operators).fingerprint() if self.operators else "identity"
+
+    # -- state -------------------------------------------------------------------------------
+    def get_state(self) -> dict[str, int]:
+        return {"epoch": int(self.epoch.value), "position": int(self.position.value)}
+
+    def set_state(self, state: Mapping[str, int]) -> None:
+        epoch, position = _require_ints(state, ("epoch", "position"), "Pipeline")
+        if self.source.is_random_access and position > len(self.source):
+            raise ValueError(
+                f"Pipeline state `position` {position} is out of range for a source of length "
+                f"{len(self.source)}"
+            )
+        self.epoch.value, self.position.value = epoch, position
+
+    # -- iteration ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Batches per epoch (random-access sources only)."""
+        if not self.source.is_random_access:
+            raise TypeError(f"The length of a pipeline over {type(self.source).__name__} is unknown")
+        n, b = len(self.source), self.batch_size
+        return n // b if self.batch_node.drop_remainder else -(-n // b)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self._iterate()
+
+    def epoch_indices(self, epoch: int) -> np.ndarray:
+        """The global indices in the order epoch ``epoch`` visits them (random-access sources)."""
+        order = self.source.epoch_order(epoch)
+        if self.shuffle_node is not None:
+            node = self.shuffle_node
+            order = shuffle_indices(order, node.buffer_size, shuffle_rng(node.seed, epoch))
+        return order
+
+    def _iterate(self) -> Iterator[dict[str, Any]]:
+        epoch = int(self.epoch.value)
+        records = self._records_from(epoch, int(self.position.value))
+        bs, drop = self.batch_size, self.batch_node.drop_remainder
+        while True:
+            chunk = next(records, None)
+            if chunk is None:
+                break
+            data, indices = chunk
+            if len(indices) < bs and drop:
+                break
+            out = self.kernel(data, indices, epoch)
+            self.position.value = int(self.position.value) + len(indices)
+            yield _to_jax(out)
+        self.epoch.value, self.position.value = epoch + 1, 0
+        self._live = None
+
+    def _records_from(self, epoch: int, position: int) -> Iterator[tuple[dict, np.ndarray]]:
+        """Yields (columns, global indices) batches from ``position`` of ``epoch``."""
+        bs = self.batch_size
+        if self.source.is_random_access:
+            order = self.epoch_indices(epoch)
+            for start in range(position, len(order), bs):
+                idx = order[start : start + bs]
+                yield self.source.get_batch(idx), idx
+            return
+        yield from self._iterator_batches(epoch, position)
+
+    def _iterator_batches(self, epoch: int, position: int):
+        live = self._live
+        if live is not None and live[:2] == (epoch, position):
+            stream = live[2]
+        else:  # replay the epoch from its start and skip what was already yielded
+            stream = self._iterator_records(epoch)
+            for _ in range(position):
+                if next(stream, None) is None:
+                    break
+        bs = self.batch_size
+        while True:
+            batch = [r for _, r in zip(range(bs), stream, strict=False)]
+            if not batch:
+                return
+            position += len(batch)
+            self._live = (epoch, position, stream)
+            idx = np.array([i for i, _ in batch], dtype=np.int64)
+            yield cols.columns_from_records([e.data for _, e in batch]), idx
+
+    def _iterator_records(self, epoch: int) -> Iterator[tuple[int, Element]]:
+        def numbered():
+            for i, value in enumerate(iter(self.source)):
+                element = as_element(value)
+                index = element.metadata.index if element.metadata is not None else i
+                yield int(index), element
+
+        stream = numbered()
+        if self.shuffle_node is not None:
+            node = self.shuffle_node
+            stream = buffer_shuffle(stream, node.buffer_size, shuffle_rng(node.seed, epoch))
+        return iter(stream)
+
+
+def _to_jax(batch: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: jnp.asarray(v) if cols.is_numeric_column(v) else v for k, v in batch.items()}
+
+
+def from_source(source: DataSourceModule, batch_size: int = 32) -> Pipeline:
+    """Starts a pipeline over ``source`` that yields batches of ``batch_size`` records.
+
+    Example:
+      >>> from datarax_beam.sources import MemorySource, MemorySourceConfig
+      >>> p = from_source(MemorySource(MemorySourceConfig(), [{"x": i} for i in range(5)]), batch_size=2)
+      >>> [b["x"].tolist() for b in p]
+      [[0, 1], [2, 3], [4]]
+    """
+    check_positive_int("batch_size", batch_size)
+    return Pipeline(source, batch=BatchNode(int(batch_size)))
+
+
+__all__ = ["Pipeline", "from_source"]

@@ -1,0 +1,6 @@
+"""Operators: per-record transforms that kernels batch, jit and key."""
+
+from datarax_beam.core.operator import OperatorConfig, OperatorModule
+from datarax_beam.operators.element_operator import ElementOperator, ElementOperatorConfig
+
+__all__ = ["ElementOperator", "ElementOperatorConfig", "OperatorConfig", "OperatorModule"]

@@ -1,0 +1,43 @@
+"""datarax_beam: write a JAX data pipeline once, run it online or materialize it with Apache Beam.
+
+This ``setup.py`` is what Beam's ``--setup_file`` ships to remote workers (Dataflow, Flink,
+Spark), so the package installs the same way on a laptop and on a cluster.
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+_VERSION = re.search(
+    r'__version__ = "([^"]+)"', Path(__file__).with_name("datarax_beam").joinpath("version.py").read_text()
+).group(1)
+
+setup(
+    name="datarax_beam",
+    version=_VERSION,
+    description="Offline preprocessing of JAX training data with Apache Beam, read back with Flax NNX.",
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["datarax_beam", "datarax_beam.*"]),
+    install_requires=[
+        "apache-beam>=2.60",
+        "jax>=0.4.30",
+        "flax>=0.10",
+        "array-record>=0.5",
+        "pyarrow>=14",
+        "numpy>=1.26",
+        "tensorflow-datasets>=4.9.6",
+        "datasets>=2.19",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "ruff"],
+        "demo": ["scikit-learn>=1.3", "optax>=0.2", "matplotlib>=3.7"],
+        "bench": ["grain>=0.2", "psutil"],
+        "plot": ["matplotlib>=3.7"],
+        # TFRecord-format TFDS datasets need TensorFlow; everything else works without it.
+        "tensorflow": ["tensorflow>=2.15"],
+    },
+    entry_points={"console_scripts": ["datarax-beam=datarax_beam.cli:main"]},
+)
