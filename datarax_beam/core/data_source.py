@@ -15,7 +15,7 @@ variables so ``nnx.state(source, SourceCursor)`` selects exactly the checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.nnx as nnx
@@ -127,6 +127,15 @@ class RandomAccessSource(DataSourceModule):
             bad = idx[(idx < 0) | (idx >= n)][0]
             raise IndexError(f"Record index {int(bad)} is out of range for a source of length {n}")
         return self._read(idx)
+
+    def read_batches(self, chunks: Iterable[np.ndarray]) -> Iterator[dict[str, Any]]:
+        """Reads a stream of index chunks, yielding one columnar batch per chunk, in order.
+
+        Pipelines and Beam readers read through this hook, so a source may override it to
+        prefetch (the ArrayRecord reader overlaps reads with the consumer here).
+        """
+        for idx in chunks:
+            yield self.get_batch(idx)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not isinstance(index, (int, np.integer)):

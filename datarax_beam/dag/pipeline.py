@@ -138,9 +138,8 @@ class Pipeline(nnx.Module, pytree=False):
         bs = self.batch_size
         if self.source.is_random_access:
             order = self.epoch_indices(epoch)
-            for start in range(position, len(order), bs):
-                idx = order[start : start + bs]
-                yield self.source.get_batch(idx), idx
+            chunks = [order[start : start + bs] for start in range(position, len(order), bs)]
+            yield from zip(self.source.read_batches(iter(chunks)), chunks)
             return
         yield from self._iterator_batches(epoch, position)
 
