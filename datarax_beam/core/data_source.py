@@ -180,14 +180,21 @@ class RandomAccessSource(DataSourceModule):
 
 
 def _require_ints(state: Mapping[str, Any], keys: Sequence[str], owner: str) -> list[int]:
+    """Validates a state dict of exactly ``keys``, each a non-negative int; returns the values."""
     if not isinstance(state, Mapping):
-        raise TypeError(f"{owner} state must be a dict, got {type(state).__name__} instead")
+        raise TypeError(
+            f"{owner} state must be a dict with keys {list(keys)}, got "
+            f"{type(state).__name__}: {state!r:.100} instead"
+        )
+    unknown = sorted(str(k) for k in state if k not in keys)
+    if unknown:
+        raise KeyError(f"{owner} state has unknown keys {unknown} (expected exactly {list(keys)})")
     out = []
     for key in keys:
         if key not in state:
             raise KeyError(f"{owner} state is missing `{key}` (got keys {sorted(state)})")
         value = state[key]
-        if not isinstance(value, (int, np.integer)) or value < 0:
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"{owner} state `{key}` must be a non-negative int, got {value!r}")
         out.append(int(value))
     return out

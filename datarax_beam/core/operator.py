@@ -104,7 +104,12 @@ class OperatorModule(nnx.Module, pytree=False):
 
 
 def _stream_base_key(rngs: nnx.Rngs, stream_name: str) -> np.ndarray:
-    """The operator's base key: its rngs stream's key with the stream name folded in."""
+    """The operator's base key: the next key of its rngs stream, with the stream name folded in.
+
+    Drawing the key advances the stream (as every NNX layer does at construction), so operators
+    sharing one ``nnx.Rngs`` get independent keys, while rebuilding the same chain from a fresh
+    ``nnx.Rngs`` with the same seed gives the same keys again.
+    """
     try:
         stream = rngs[stream_name]
     except (KeyError, AttributeError):
@@ -117,7 +122,7 @@ def _stream_base_key(rngs: nnx.Rngs, stream_name: str) -> np.ndarray:
                 f"`rngs` has no stream named {stream_name!r} and no default stream; "
                 f"create it with nnx.Rngs({stream_name}=seed)"
             ) from None
-    key = stream.key[...]
+    key = stream()
     if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jax.random.wrap_key_data(key)
     key = jax.random.fold_in(key, zlib.crc32(stream_name.encode()) & 0x7FFFFFFF)

@@ -39,7 +39,10 @@ class BatchNode:
     drop_remainder: bool = False
 
     def __post_init__(self):
-        check_positive_int("batch_size", self.batch_size)
+        object.__setattr__(self, "batch_size", check_positive_int("batch_size", self.batch_size))
+        if not isinstance(self.drop_remainder, (bool, np.bool_)):
+            raise TypeError(f"`drop_remainder` must be a bool, got {self.drop_remainder!r}")
+        object.__setattr__(self, "drop_remainder", bool(self.drop_remainder))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,12 +53,14 @@ class ShuffleNode:
     seed: int = 0
 
     def __post_init__(self):
-        check_positive_int("buffer_size", self.buffer_size)
+        object.__setattr__(self, "buffer_size", check_positive_int("buffer_size", self.buffer_size))
         if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
             raise TypeError(f"`seed` must be an int, got {self.seed!r}")
+        object.__setattr__(self, "seed", int(self.seed))
 
 
 def check_positive_int(name: str, value) -> int:
+    """Returns ``value`` as an int, or raises naming the argument ``name`` and the value."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"`{name}` must be an int >= 1, got {value!r}")
     if value < 1:

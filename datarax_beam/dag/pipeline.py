@@ -36,7 +36,7 @@ class Pipeline(nnx.Module, pytree=False):
         self,
         source: DataSourceModule,
         operators: tuple[OperatorModule, ...] = (),
-        batch: BatchNode = BatchNode(32),
+        batch: BatchNode | None = None,
         shuffle: ShuffleNode | None = None,
     ):
         if not isinstance(source, DataSourceModule):
@@ -45,7 +45,7 @@ class Pipeline(nnx.Module, pytree=False):
             )
         self.source = source
         self.operators = tuple(operators)
-        self.batch_node = batch
+        self.batch_node = BatchNode(32) if batch is None else batch
         self.shuffle_node = shuffle
         self.epoch = SourceCursor(0)
         self.position = SourceCursor(0)
@@ -139,7 +139,7 @@ class Pipeline(nnx.Module, pytree=False):
         if self.source.is_random_access:
             order = self.epoch_indices(epoch)
             chunks = [order[start : start + bs] for start in range(position, len(order), bs)]
-            yield from zip(self.source.read_batches(iter(chunks)), chunks)
+            yield from zip(self.source.read_batches(iter(chunks)), chunks, strict=True)
             return
         yield from self._iterator_batches(epoch, position)
 

@@ -44,10 +44,12 @@ class ChainKernel:
         for i, op in enumerate(operators):
             if not isinstance(op, OperatorModule):
                 raise TypeError(f"Chain entry {i} must be an operator, got {type(op).__name__}")
-        if pad_to is not None and (not isinstance(pad_to, int) or pad_to < 1):
+        if pad_to is not None and (
+            isinstance(pad_to, bool) or not isinstance(pad_to, (int, np.integer)) or pad_to < 1
+        ):
             raise ValueError(f"`pad_to` must be a positive int, got {pad_to!r}")
         self.operators = tuple(operators)
-        self.pad_to = pad_to
+        self.pad_to = None if pad_to is None else int(pad_to)
         self.compile_count = 0
         self._base_keys = tuple(op.base_key_data for op in self.operators)
         self._jitted = jax.jit(jax.vmap(self._chain, in_axes=(0, 0, None)))

@@ -19,7 +19,7 @@ def record_key(base_key_data: jax.Array, epoch: jax.Array, index: jax.Array) -> 
     return jax.random.fold_in(key, index)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _batched_keys():
     return jax.jit(jax.vmap(record_key, in_axes=(None, None, 0)))
 

@@ -49,7 +49,7 @@ class ElementOperator(OperatorModule):
         if not isinstance(result, Element):
             raise TypeError(
                 f"Operator {self.name!r}: fn must return an Element (e.g. element.update_data(...)), "
-                f"got {type(result).__name__} instead"
+                f"got {type(result).__name__}: {result!r:.100} instead"
             )
         return result
 

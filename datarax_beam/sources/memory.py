@@ -33,7 +33,7 @@ class MemorySourceConfig:
     def __post_init__(self):
         if not isinstance(self.shuffle, bool):
             raise TypeError(f"`shuffle` must be a bool, got {self.shuffle!r}")
-        if not isinstance(self.seed, (int, np.integer)):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise TypeError(f"`seed` must be an int, got {self.seed!r}")
 
 
@@ -121,7 +121,8 @@ def _to_columns(data: Any) -> tuple[dict[str, np.ndarray], int]:
             lengths[k] = len(columns[k])
         if len(set(lengths.values())) > 1:
             raise ValueError(
-                f"All features of dict data must have the same length, got lengths {lengths}"
+                f"MemorySource `data`: all features of a dict must have the same length, got "
+                f"lengths {lengths}"
             )
         return columns, next(iter(lengths.values()), 0)
     if isinstance(data, (np.ndarray, jax.Array)):
@@ -135,7 +136,10 @@ def _to_columns(data: Any) -> tuple[dict[str, np.ndarray], int]:
             return cols.columns_from_records(records), len(records)
         if all(not isinstance(r, Mapping) for r in records):
             return {DEFAULT_FEATURE: cols.stack_values(records)}, len(records)
-        raise TypeError("`data` mixes dict records and non-dict records")
+        kinds = sorted({type(r).__name__ for r in records})
+        raise TypeError(
+            f"MemorySource `data` mixes dict records and non-dict records (got types {kinds})"
+        )
     try:
         records = list(data)  # any other iterable of elements
     except TypeError:
