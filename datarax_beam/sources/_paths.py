@@ -1,0 +1,95 @@
+"""Turning the reader's ``path`` argument into a list of ArrayRecord files (and a shard set).
+
+Accepted forms: a shard-set directory (must hold ``shardset.json``), one ``.array_record`` file, a
+glob pattern, or a list of files. Files named explicitly decode with a shard set's schema when
+their directory's ``shardset.json`` lists every one of them; otherwise they are raw records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+
+from datarax_beam.shards.shardset import SHARDSET_FILE, ShardSet, load_shardset
+
+_GLOB_CHARS = "*?["
+
+
+@dataclasses.dataclass(frozen=True)
+class Files:
+    """The files a reader reads, in order, and the shard set describing them (if any).
+
+    ``counts`` is known up front for shard sets (from ``shardset.json``) and ``None`` otherwise.
+    """
+
+    paths: tuple[str, ...]
+    shardset: ShardSet | None
+    counts: tuple[int, ...] | None
+
+    def fingerprint(self, counts: Sequence[int]) -> int:
+        """A small non-negative int identifying the data (names, counts, schema, producer)."""
+        h = hashlib.sha256()
+        if self.shardset is not None:
+            h.update(self.shardset.fingerprint.encode())
+            h.update(json.dumps(self.shardset.schema.to_json(), sort_keys=True).encode())
+        for path, count in zip(self.paths, counts, strict=True):
+            h.update(f"{os.path.basename(path)}:{count};".encode())
+        return int(h.hexdigest()[:7], 16)
+
+
+def resolve(path: str | os.PathLike | Sequence[str | os.PathLike]) -> Files:
+    """Resolves any accepted path form; raises `FileNotFoundError` naming what is missing."""
+    if isinstance(path, (str, os.PathLike)):
+        p = os.fspath(path)
+        if "://" in p or os.path.isdir(p):
+            shardset = load_shardset(p)  # refuses a directory without shardset.json
+            return Files(tuple(shardset.shard_paths), shardset,
+                         tuple(s.num_records for s in shardset.shards))
+        if any(c in p for c in _GLOB_CHARS) and not os.path.exists(p):
+            paths = sorted(f for f in glob.glob(p) if os.path.isfile(f))
+            if not paths:
+                raise FileNotFoundError(f"The pattern {p!r} matches no ArrayRecord files")
+            return _files(paths)
+        return _files([p])
+    if isinstance(path, Sequence):
+        paths = [os.fspath(x) if isinstance(x, (str, os.PathLike)) else x for x in path]
+        bad = [x for x in paths if not isinstance(x, str)]
+        if bad:
+            raise TypeError(f"`path` list entries must be file paths, got {bad[0]!r}")
+        if not paths:
+            raise ValueError("`path` is an empty list; expected at least one ArrayRecord file")
+        return _files(paths)
+    raise TypeError(
+        "`path` must be a shard-set directory, an .array_record file, a glob or a list of files, "
+        f"got {type(path).__name__}"
+    )
+
+
+def _files(paths: list[str]) -> Files:
+    for p in paths:
+        if os.path.isdir(p):
+            raise IsADirectoryError(f"{p!r} is a directory; pass it alone to read it as a shard set")
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"ArrayRecord file {p!r} does not exist")
+    shardset = _sibling_shardset(paths)
+    if shardset is None:
+        return Files(tuple(paths), None, None)
+    counts = {s.name: s.num_records for s in shardset.shards}
+    return Files(tuple(paths), shardset, tuple(counts[os.path.basename(p)] for p in paths))
+
+
+def _sibling_shardset(paths: list[str]) -> ShardSet | None:
+    """The shard set of the files' common directory, if it lists every file."""
+    dirs = {os.path.dirname(os.path.abspath(p)) for p in paths}
+    if len(dirs) != 1:
+        return None
+    directory = dirs.pop()
+    if not os.path.exists(os.path.join(directory, SHARDSET_FILE)):
+        return None
+    shardset = load_shardset(directory)
+    names = {s.name for s in shardset.shards}
+    return shardset if all(os.path.basename(p) in names for p in paths) else None
