@@ -8,4 +8,22 @@ from datarax_beam.core.element import Element, RecordMetadata
 from datarax_beam.dag import OperatorNode, Pipeline, from_source
 from datarax_beam.version import __version__
 
-__all__ = ["Element", "OperatorNode", "Pipeline", "RecordMetadata", "__version__", "from_source"]
+__all__ = [
+    "Element",
+    "OperatorNode",
+    "Pipeline",
+    "RecordMetadata",
+    "__version__",
+    "from_source",
+    "materialize",
+]
+
+
+def __getattr__(name: str):
+    # `materialize` imports Apache Beam; load it only when asked for, so `import datarax_beam`
+    # (and the train-time reader) never pulls Beam in.
+    if name == "materialize":
+        from datarax_beam.runners.materialize import materialize
+
+        return materialize
+    raise AttributeError(f"module 'datarax_beam' has no attribute {name!r}")

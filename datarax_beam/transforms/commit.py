@@ -1,0 +1,214 @@
+"""Committing a shard set: temp parts -> final shard names -> ``shardset.json`` (written last).
+
+Everything goes through Beam's `FileSystems`, so the same code commits to local disk, gs://,
+s3:// or a scheme registered by tests. ``shardset.json`` is the commit marker: a directory
+without it is not a shard set, whatever else it holds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from typing import NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from datarax_beam.shards import shardset as ss
+from datarax_beam.shards.codec import Schema
+from datarax_beam.shards.shardset import SHARDSET_FILE, ShardInfo, ShardSet
+
+TMP_PREFIX = ".datarax-tmp-"
+
+
+class PartInfo(NamedTuple):
+    """One written temp file: output positions ``[start, stop)`` of ``shard``."""
+
+    shard: int
+    start: int
+    stop: int
+    path: str
+    num_bytes: int
+    schema: dict | None
+
+
+class Commit(NamedTuple):
+    """What the finalize step needs besides the parts (all small and JSON-able)."""
+
+    output_dir: str
+    tmp_dir: str
+    num_shards: int
+    compression: str
+    seed: int
+    shuffle: bool
+    fingerprint: str
+    versions: dict
+    extra: dict
+    shard_sizes: tuple[int, ...] | None  # expected records per shard, when known up front
+
+
+def _local_copy(path: str) -> tuple[str, str | None]:
+    if "://" not in path:
+        return path, None
+    tmp = tempfile.mkdtemp(prefix="datarax-fin-")
+    local = os.path.join(tmp, "part")
+    with FileSystems.open(path) as src, open(local, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 22)
+    return local, tmp
+
+
+def _write_local_then_put(dest: str, records: Iterable[bytes], compression: str) -> int:
+    from datarax_beam.shards.writer import write_shard_file
+
+    tmp = tempfile.mkdtemp(prefix="datarax-fin-")
+    try:
+        local = os.path.join(tmp, "shard")
+        _, size = write_shard_file(local, records, compression)
+        with open(local, "rb") as src, FileSystems.create(dest) as dst:
+            shutil.copyfileobj(src, dst, 1 << 22)
+        return size
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _concat(parts: list[PartInfo], dest: str, compression: str) -> int:
+    """Fallback when a runner split a shard over bundles: rewrite its parts as one file."""
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    def records():
+        for part in parts:
+            local, tmp = _local_copy(part.path)
+            reader = ArrayRecordReader(local)
+            try:
+                yield from reader.read_all()
+            finally:
+                reader.close()
+                if tmp:
+                    shutil.rmtree(tmp, ignore_errors=True)
+
+    return _write_local_then_put(dest, records(), compression)
+
+
+def _shard_parts(parts: list[PartInfo], shard: int, start: int, stop: int) -> list[PartInfo]:
+    """The parts that tile ``[start, stop)`` in order; duplicates from retries are dropped."""
+    by_start: dict[int, PartInfo] = {}
+    for p in sorted(parts, key=lambda p: (p.start, p.path)):
+        by_start.setdefault(p.start, p)
+    chosen, pos = [], start
+    while pos < stop:
+        part = by_start.get(pos)
+        if part is None or part.stop <= pos:
+            raise RuntimeError(
+                f"Shard {shard}: no part starts at output position {pos} (expected records "
+                f"[{start}, {stop}), got parts {[(p.start, p.stop) for p in parts]})"
+            )
+        chosen.append(part)
+        pos = part.stop
+    if pos != stop:
+        raise RuntimeError(f"Shard {shard}: parts end at position {pos}, expected {stop}")
+    return chosen
+
+
+def finalize(parts: Iterable[PartInfo], commit: Commit) -> ShardSet:
+    """Renames parts to final shard names, writes ``shardset.json`` last, removes temp files."""
+    parts = [PartInfo(*p) for p in parts]
+    per_shard: dict[int, list[PartInfo]] = {i: [] for i in range(commit.num_shards)}
+    for p in parts:
+        per_shard[p.shard].append(p)
+    if commit.shard_sizes is not None:
+        sizes = list(commit.shard_sizes)
+    else:  # contiguous shards of the observed total (see readers.plan_tasks)
+        total = sum(stop - start for _, start, stop in {(p.shard, p.start, p.stop) for p in parts})
+        base, extra = divmod(total, commit.num_shards)
+        sizes = [base + (1 if i < extra else 0) for i in range(commit.num_shards)]
+    schema: Schema | None = None
+    infos, start = [], 0
+    for shard in range(commit.num_shards):
+        stop = start + sizes[shard]
+        chosen = _shard_parts(per_shard[shard], shard, start, stop)
+        name = ss.shard_name(shard, commit.num_shards)
+        dest = ss.join(commit.output_dir, name)
+        for p in chosen:
+            if p.schema is not None:
+                s = Schema.from_json(p.schema)
+                schema = s if schema is None else schema.merge(s)
+        if len(chosen) == 1:
+            if FileSystems.exists(chosen[0].path) or not FileSystems.exists(dest):
+                FileSystems.rename([chosen[0].path], [dest])
+            size = chosen[0].num_bytes
+        elif chosen:
+            size = _concat(chosen, dest, commit.compression)
+        else:
+            size = _write_local_then_put(dest, [], commit.compression)
+        infos.append(ShardInfo(name, stop - start, size))
+        start = stop
+    shardset = ShardSet(
+        path=commit.output_dir, shards=tuple(infos), schema=schema or Schema(()),
+        compression=commit.compression, seed=commit.seed, shuffle=commit.shuffle,
+        fingerprint=commit.fingerprint, versions=commit.versions, extra=commit.extra,
+    )
+    write_marker(shardset)
+    remove(commit.tmp_dir)
+    return shardset
+
+
+def write_marker(shardset: ShardSet) -> None:
+    """Writes ``shardset.json`` (atomically on local disk: temp file + rename)."""
+    path = ss.join(shardset.path, SHARDSET_FILE)
+    data = shardset.dumps().encode("utf-8")
+    if "://" in path:
+        with FileSystems.create(path) as f:
+            f.write(data)
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def remove(path: str) -> None:
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
+class FinalizeShardsFn(beam.DoFn):
+    """Receives the list of all `PartInfo`s once, commits, and yields ``shardset.json``'s text."""
+
+    def __init__(self, commit: Commit):
+        self._commit = commit
+
+    def process(self, parts):
+        yield finalize(parts, self._commit).dumps()
+
+
+def is_committed(output_dir: str) -> bool:
+    return FileSystems.exists(ss.join(output_dir, SHARDSET_FILE))
+
+
+def read_committed(output_dir: str) -> ShardSet:
+    with FileSystems.open(ss.join(output_dir, SHARDSET_FILE)) as f:
+        return ShardSet.loads(f.read().decode("utf-8"), output_dir)
+
+
+def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Refuses a committed directory unless ``overwrite``; then un-commits it and clears our files.
+
+    The marker is removed first, so a job that fails after this point leaves no committed set.
+    """
+    if is_committed(output_dir):
+        if not overwrite:
+            raise FileExistsError(
+                f"{output_dir!r} already holds a committed shard set ({SHARDSET_FILE}); pass "
+                f"overwrite=True to replace it"
+            )
+        remove(ss.join(output_dir, SHARDSET_FILE))
+    if not FileSystems.exists(output_dir):
+        FileSystems.mkdirs(output_dir)
+        return
+    prefix = ss.join(output_dir, "")
+    stale = [m.path for r in FileSystems.match([prefix + "data-*-of-*.array_record", prefix + TMP_PREFIX + "*"])
+             for m in r.metadata_list]
+    if stale:
+        FileSystems.delete(stale)

@@ -1,0 +1,219 @@
+"""Readers: one composite `PTransform` per source kind, emitting `Chunk`s of records.
+
+* `ReadIndexRanges` — random-access sources. The driver plans shards as `ShardTask`s (a range of
+  output positions; the record indices are ``order[start:stop]``, where ``order`` is the epoch's
+  order, optionally permuted). Tasks are tiny, so they are created and redistributed cheaply;
+  each worker then reads its shard's records by index through an `IndexReader`.
+* `ReadSequential` — iterator-only sources, read in order by one worker, then redistributed.
+* `ReadStreamShards` — streaming sources exposing ``n_shards``/``iter_shard(i)``, read one shard
+  per element; global positions come from the per-shard record counts.
+
+Every chunk carries its records' global source indices (they key the PRNG) and output positions
+(they decide the shard and the order inside it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from datarax_beam.core import columns as cols
+from datarax_beam.core.data_source import DataSourceModule
+from datarax_beam.core.element import as_element
+from datarax_beam.dag.nodes import ShuffleNode
+from datarax_beam.dag.order import buffer_shuffle, shuffle_rng
+from datarax_beam.transforms.staging import IndexReader, _load_npy
+
+NAMESPACE = "datarax_beam"
+
+
+class Chunk(NamedTuple):
+    """A Beam element: contiguous records as columns plus their bookkeeping.
+
+    Attributes:
+      shard: the output shard (-1 while not yet assigned; for `ReadStreamShards`, the source shard).
+      positions: int64 positions of the records (output order once assigned).
+      indices: int64 global source indices (-1 where a streaming source gave none yet).
+      columns: dict of stacked columns (see `datarax_beam.core.columns`).
+    """
+
+    shard: int
+    positions: np.ndarray
+    indices: np.ndarray
+    columns: dict[str, Any]
+
+
+class ShardTask(NamedTuple):
+    """Output shard ``shard`` holds output positions ``[start, stop)``."""
+
+    shard: int
+    start: int
+    stop: int
+
+
+def plan_tasks(num_records: int, num_shards: int) -> list[ShardTask]:
+    """Contiguous shards of output positions, sized like ``np.array_split``."""
+    base, extra = divmod(num_records, num_shards)
+    tasks, start = [], 0
+    for i in range(num_shards):
+        stop = start + base + (1 if i < extra else 0)
+        tasks.append(ShardTask(i, start, stop))
+        start = stop
+    return tasks
+
+
+class _ReadTaskFn(beam.DoFn):
+    def __init__(self, reader: IndexReader, order_path: str | None, batch_size: int):
+        self._reader, self._order_path, self._batch_size = reader, order_path, batch_size
+        self._records = Metrics.counter(NAMESPACE, "records_read")
+
+    def setup(self):
+        self._reader.setup()
+        self._order = None if self._order_path is None else _load_npy(self._order_path)
+
+    def process(self, task: ShardTask):
+        positions = np.arange(task.start, task.stop, dtype=np.int64)
+        indices = positions if self._order is None else np.asarray(self._order[task.start : task.stop], np.int64)
+        bs = self._batch_size
+        spans = [(s, min(s + bs, len(positions))) for s in range(0, len(positions), bs)]
+        batches = self._reader.read_batches(indices[a:b] for a, b in spans)
+        for (a, b), columns in zip(spans, batches, strict=True):
+            self._records.inc(b - a)
+            yield Chunk(task.shard, positions[a:b], indices[a:b], columns)
+
+
+class ReadIndexRanges(beam.PTransform):
+    """Reads a random-access source shard by shard; no record data crosses a shuffle.
+
+    Args:
+      reader: the worker-side reader (see `datarax_beam.transforms.staging.index_reader`).
+      tasks: the shard plan (`plan_tasks`).
+      order_path: a staged ``.npy`` of source indices in output order; None means identity.
+      batch_size: records per emitted chunk.
+    """
+
+    def __init__(self, reader: IndexReader, tasks: list[ShardTask], order_path: str | None, batch_size: int):
+        super().__init__()
+        self._reader, self._tasks = reader, list(tasks)
+        self._order_path, self._batch_size = order_path, batch_size
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ShardTasks" >> beam.Create(self._tasks, reshuffle=False)
+            | "SpreadTasks" >> beam.Reshuffle()
+            | "ReadByIndex" >> beam.ParDo(_ReadTaskFn(self._reader, self._order_path, self._batch_size))
+        )
+
+
+def numbered_records(source: DataSourceModule, shuffle: ShuffleNode | None):
+    """(index, element) pairs of epoch 0, numbered and shuffled exactly as the online pipeline."""
+
+    def numbered():
+        for i, value in enumerate(iter(source)):
+            element = as_element(value)
+            index = element.metadata.index if element.metadata is not None else i
+            yield int(index), element
+
+    stream = numbered()
+    if shuffle is not None:
+        stream = buffer_shuffle(stream, shuffle.buffer_size, shuffle_rng(shuffle.seed, 0))
+    return stream
+
+
+def _chunks_of(records, batch_size: int, shard: int, first_position: int = 0):
+    position = first_position
+    while True:
+        batch = [r for _, r in zip(range(batch_size), records, strict=False)]
+        if not batch:
+            return
+        n = len(batch)
+        yield Chunk(shard, np.arange(position, position + n, dtype=np.int64),
+                    np.array([i for i, _ in batch], dtype=np.int64),
+                    cols.columns_from_records([e.data for _, e in batch]))
+        position += n
+
+
+class _IterateFn(beam.DoFn):
+    def __init__(self, source, shuffle, batch_size):
+        self._source, self._shuffle, self._batch_size = source, shuffle, batch_size
+        self._records = Metrics.counter(NAMESPACE, "records_read")
+
+    def process(self, _):
+        for chunk in _chunks_of(numbered_records(self._source, self._shuffle), self._batch_size, -1):
+            self._records.inc(len(chunk.indices))
+            yield chunk
+
+
+class ReadSequential(beam.PTransform):
+    """Reads an iterator-only source in order on one worker, then redistributes the chunks."""
+
+    def __init__(self, source: DataSourceModule, batch_size: int, shuffle: ShuffleNode | None = None):
+        super().__init__()
+        self._source, self._batch_size, self._shuffle = source, batch_size, shuffle
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Start" >> beam.Create([None])
+            | "Iterate" >> beam.ParDo(_IterateFn(self._source, self._shuffle, self._batch_size))
+            | "Redistribute" >> beam.Reshuffle()
+        )
+
+
+class _ReadStreamShardFn(beam.DoFn):
+    def __init__(self, source, batch_size):
+        self._source, self._batch_size = source, batch_size
+        self._records = Metrics.counter(NAMESPACE, "records_read")
+
+    def process(self, shard: int):
+        def records():
+            for value in self._source.iter_shard(shard):
+                element = as_element(value)
+                index = element.metadata.index if element.metadata is not None else -1
+                yield int(index), element
+
+        for chunk in _chunks_of(records(), self._batch_size, shard):
+            self._records.inc(len(chunk.indices))
+            yield chunk
+
+
+def _globalize(chunk: Chunk, counts: dict[int, int]) -> Chunk:
+    offset = sum(n for s, n in counts.items() if s < chunk.shard)
+    positions = chunk.positions + offset
+    indices = np.where(chunk.indices < 0, positions, chunk.indices)
+    return Chunk(-1, positions, indices, chunk.columns)
+
+
+class ReadStreamShards(beam.PTransform):
+    """Reads a streaming source's shards in parallel (``n_shards``, ``iter_shard(i)``).
+
+    The source's own iteration must be its shards in order, so record ``j`` of shard ``i`` has the
+    global position ``sum(len(shard k) for k < i) + j`` — the number the online pipeline gives it.
+    """
+
+    def __init__(self, source: Any, batch_size: int):
+        super().__init__()
+        self._source, self._batch_size = source, batch_size
+
+    def expand(self, pbegin):
+        chunks = (
+            pbegin
+            | "Shards" >> beam.Create(list(range(int(self._source.n_shards))), reshuffle=False)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "ReadShard" >> beam.ParDo(_ReadStreamShardFn(self._source, self._batch_size))
+        )
+        counts = (
+            chunks
+            | "ShardSizes" >> beam.Map(lambda c: (c.shard, len(c.indices)))
+            | "SumPerShard" >> beam.CombinePerKey(sum)
+            | "AsDict" >> beam.combiners.ToDict()
+        )
+        return chunks | "GlobalPositions" >> beam.Map(_globalize, beam.pvalue.AsSingleton(counts))
+
+
+def is_sharded_stream(source: Any) -> bool:
+    return hasattr(source, "n_shards") and callable(getattr(source, "iter_shard", None))

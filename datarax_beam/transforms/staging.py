@@ -1,0 +1,145 @@
+"""Staging a random-access source so Beam workers read it by index without pickling its data.
+
+A `MemorySource` is written once, by the driver, to the job's temp directory through Beam's
+`FileSystems` (numeric columns as ``.npy``, text/bytes/ragged columns with the record codec as a
+blob plus offsets). Workers open it in ``DoFn.setup()`` — memory-mapped on local disk, read once
+per worker elsewhere — and gather rows by index. Other random-access sources (TFDS, HF, ArrayRecord
+readers) hold only handles or paths, so they travel inside the reader DoFn as they are.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from datarax_beam.core import columns as cols
+from datarax_beam.core.data_source import RandomAccessSource
+from datarax_beam.shards import shardset as ss
+from datarax_beam.shards.codec import Schema, decode_batch, encode_batch
+from datarax_beam.sources.memory import MemorySource
+
+MANIFEST = "staged.json"
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes a whole file through `FileSystems` (local or any registered scheme)."""
+    with FileSystems.create(path) as f:
+        f.write(data)
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path) as f:
+        return f.read()
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _load_npy(path: str) -> np.ndarray:
+    if "://" not in path:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
+
+
+def save_array(path: str, arr: np.ndarray) -> None:
+    write_bytes(path, _npy_bytes(arr))
+
+
+class IndexReader:
+    """The picklable, worker-side handle of a random-access source: ``read(indices)``.
+
+    Subclasses open heavy state in `setup` (called from ``DoFn.setup()``), never in ``__init__``.
+    """
+
+    def setup(self) -> None:
+        """Opens files or handles (once per DoFn instance)."""
+
+    def read_batches(self, chunks: Iterable[np.ndarray]) -> Iterator[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class SourceIndexReader(IndexReader):
+    """Reads through the source's own `read_batches` hook (the source travels pickled)."""
+
+    def __init__(self, source: RandomAccessSource):
+        self.source = source
+
+    def read_batches(self, chunks):
+        return self.source.read_batches(chunks)
+
+
+class StagedMemoryReader(IndexReader):
+    """Reads a `MemorySource` staged by `stage_memory_source` (nothing large is pickled)."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self._numeric: dict[str, np.ndarray] | None = None
+
+    def setup(self) -> None:
+        if self._numeric is not None:
+            return
+        manifest = json.loads(read_bytes(ss.join(self.directory, MANIFEST)).decode("utf-8"))
+        self._names = manifest["names"]
+        self._numeric = {k: _load_npy(ss.join(self.directory, f"{k}.npy")) for k in manifest["numeric"]}
+        self._schema = Schema.from_json(manifest["object_schema"]) if manifest["object"] else None
+        if self._schema is not None:
+            self._offsets = _load_npy(ss.join(self.directory, "objects.offsets.npy"))
+            self._blob = read_bytes(ss.join(self.directory, "objects.blob"))
+
+    def read_batches(self, chunks):
+        self.setup()
+        for idx in chunks:
+            yield self._read(np.asarray(idx, dtype=np.int64))
+
+    def _read(self, idx: np.ndarray) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, arr in self._numeric.items():
+            # Sorted contiguous ranges are a slice (no gather); anything else is one fancy-index.
+            if len(idx) and idx[-1] - idx[0] + 1 == len(idx) and np.all(np.diff(idx) == 1):
+                out[k] = np.array(arr[idx[0] : idx[-1] + 1])
+            else:
+                out[k] = np.asarray(arr[idx])
+        if self._schema is not None:
+            blob, off = self._blob, self._offsets
+            records = [blob[off[i] : off[i + 1]] for i in idx]
+            out.update(decode_batch(self._schema, records))
+        return {k: out[k] for k in self._names}
+
+
+def stage_memory_source(source: MemorySource, directory: str) -> StagedMemoryReader:
+    """Writes ``source``'s columns under ``directory`` once; returns the reader workers use."""
+    columns = source.columns
+    numeric = [k for k, v in columns.items() if cols.is_numeric_column(v)]
+    objects = {k: v for k, v in columns.items() if k not in numeric}
+    if not FileSystems.exists(directory):
+        FileSystems.mkdirs(directory)
+    for k in numeric:
+        save_array(ss.join(directory, f"{k}.npy"), columns[k])
+    schema_json = None
+    if objects:
+        schema = Schema.infer(objects)
+        records = encode_batch(schema, objects)
+        offsets = np.zeros(len(records) + 1, dtype=np.int64)
+        np.cumsum([len(r) for r in records], out=offsets[1:])
+        save_array(ss.join(directory, "objects.offsets.npy"), offsets)
+        write_bytes(ss.join(directory, "objects.blob"), b"".join(records))
+        schema_json = schema.to_json()
+    manifest = {"names": list(columns), "numeric": numeric, "object": sorted(objects),
+                "object_schema": schema_json, "length": len(source)}
+    write_bytes(ss.join(directory, MANIFEST), json.dumps(manifest).encode("utf-8"))
+    return StagedMemoryReader(directory)
+
+
+def index_reader(source: RandomAccessSource, staging_dir: str) -> IndexReader:
+    """The worker-side reader for ``source``: staged for memory sources, the source otherwise."""
+    if isinstance(source, MemorySource) and type(source)._read is MemorySource._read:
+        return stage_memory_source(source, staging_dir)
+    return SourceIndexReader(source)
