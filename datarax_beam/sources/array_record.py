@@ -333,7 +333,7 @@ class ArrayRecordSourceModule(RandomAccessSource):
     def _records(self, epoch: int, pos: int) -> Iterator[Element]:
         order = self.epoch_order(epoch)
         chunks = [order[s : s + ITER_CHUNK] for s in range(pos, len(order), ITER_CHUNK)]
-        for idx, batch in zip(chunks, self.read_batches(iter(chunks))):
+        for idx, batch in zip(chunks, self.read_batches(iter(chunks)), strict=True):
             for j, index in enumerate(idx.tolist()):
                 meta = RecordMetadata(index=index, epoch=epoch, source_info=self._info)
                 yield Element(data={k: v[j] for k, v in batch.items()}, metadata=meta)

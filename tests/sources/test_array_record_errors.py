@@ -1,0 +1,153 @@
+"""ArrayRecordSourceModule: bad input is refused with a message naming what is wrong."""
+
+import json
+import os
+import subprocess
+import sys
+
+import flax.nnx as nnx
+import numpy as np
+import pytest
+
+from datarax_beam import from_source
+from datarax_beam.shards import SHARDSET_FILE, SchemaError
+from datarax_beam.shards.writer import write_shard_file, write_shardset
+from datarax_beam.sources import ArrayRecordSourceConfig, ArrayRecordSourceModule
+
+N = 40
+
+
+@pytest.fixture
+def shard_dir(tmp_path):
+    d = str(tmp_path / "set")
+    write_shardset(d, {"x": np.arange(N * 64, dtype=np.float32).reshape(N, 64)}, num_shards=2)
+    return d
+
+
+def _shard(d, i=1):
+    return os.path.join(d, f"data-{i:05d}-of-00002.array_record")
+
+
+def test_missing_path(tmp_path):
+    missing = str(tmp_path / "nope.array_record")
+    with pytest.raises(FileNotFoundError, match=f"ArrayRecord file '{missing}' does not exist"):
+        ArrayRecordSourceModule(missing)
+    with pytest.raises(FileNotFoundError, match="matches no ArrayRecord files"):
+        ArrayRecordSourceModule(str(tmp_path / "*.array_record"))
+    with pytest.raises(ValueError, match="empty list"):
+        ArrayRecordSourceModule([])
+    with pytest.raises(ValueError, match="needs `path`"):
+        ArrayRecordSourceModule()
+
+
+def test_directory_without_shardset_json_is_refused(shard_dir):
+    os.remove(os.path.join(shard_dir, SHARDSET_FILE))
+    with pytest.raises(FileNotFoundError, match="has no shardset.json: it is not a committed shard set"):
+        ArrayRecordSourceModule(shard_dir)
+
+
+def test_truncated_shard_names_the_file(shard_dir):
+    path = _shard(shard_dir)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])
+    reader = ArrayRecordSourceModule(shard_dir)
+    assert reader.get_batch([0])["x"].shape == (1, 64)  # the intact shard still reads
+    with pytest.raises(OSError, match=f"shard '{path}'.*truncated or corrupt"):
+        list(from_source(reader, batch_size=8))
+
+
+def test_corrupt_shard_names_the_file(shard_dir):
+    path = _shard(shard_dir, 0)
+    with open(path, "rb") as f:
+        data = bytearray(f.read())
+    for i in range(64, len(data) - 64):
+        data[i] ^= 0x5A
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    with pytest.raises(OSError, match=f"shard '{path}'"):
+        ArrayRecordSourceModule(shard_dir).get_batch([3])
+
+
+def test_replaced_shard_with_other_count_names_the_file(shard_dir):
+    path = _shard(shard_dir)
+    write_shard_file(path, [b"x" * 256] * 3)
+    with pytest.raises(OSError, match=f"Shard '{path}' holds 3 records but shardset.json says 20"):
+        ArrayRecordSourceModule(shard_dir).get_batch([N - 1])
+
+
+def test_records_that_do_not_match_the_schema_name_the_shard(shard_dir):
+    path = _shard(shard_dir)
+    write_shard_file(path, [b"short"] * 20)
+    with pytest.raises(SchemaError, match=f"has 5 bytes, expected 256 .*{path}"):
+        ArrayRecordSourceModule(shard_dir).get_batch([N - 1])
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m["schema"].update(codec="datarax_beam.record/v9"),
+         "Unknown record codec 'datarax_beam.record/v9'"),
+        (lambda m: m.update(format_version=7), "has format_version 7; this version of datarax_beam reads 1"),
+    ],
+)
+def test_unknown_codec_or_format_version(shard_dir, edit, message):
+    meta_path = os.path.join(shard_dir, SHARDSET_FILE)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    edit(meta)
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    with pytest.raises(SchemaError, match=message):
+        ArrayRecordSourceModule(shard_dir)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="`shard_index` 2 must be smaller than `shard_count` 2"):
+        ArrayRecordSourceConfig(shard_index=2, shard_count=2)
+    with pytest.raises(ValueError, match="Set both `shard_index` and `shard_count`"):
+        ArrayRecordSourceConfig(shard_index=0)
+    with pytest.raises(ValueError, match="`prefetch_batches` must be >= 0, got -1"):
+        ArrayRecordSourceConfig(prefetch_batches=-1)
+    with pytest.raises(TypeError, match="`shuffle` must be a bool, got 1"):
+        ArrayRecordSourceConfig(shuffle=1)
+    with pytest.raises(TypeError, match="`config` must be an ArrayRecordSourceConfig, got dict"):
+        ArrayRecordSourceModule("x", {"shuffle": True})
+
+
+def test_state_from_a_different_shard_set_is_refused(tmp_path, shard_dir):
+    other = str(tmp_path / "other")
+    write_shardset(other, {"x": np.zeros((N + 1, 64), np.float32)}, num_shards=2)
+    theirs = ArrayRecordSourceModule(other)
+    ours = ArrayRecordSourceModule(shard_dir)
+    with pytest.raises(ValueError, match="saved from a different shard set"):
+        ours.set_state(theirs.get_state())
+    # the same through nnx.state / nnx.update of a pipeline (the checkpoint path)
+    pipeline = from_source(ours, batch_size=4)
+    nnx.update(pipeline, nnx.state(from_source(theirs, batch_size=4)))
+    with pytest.raises(ValueError, match=f"shard set '{shard_dir}' has .*different shard set"):
+        list(pipeline)
+
+
+def test_bad_state_values(shard_dir):
+    reader = ArrayRecordSourceModule(shard_dir, ArrayRecordSourceConfig(shard_index=1, shard_count=2))
+    fp = reader.get_state()["fingerprint"]
+    with pytest.raises(ValueError, match="`position` 21 is out of range for an epoch of 20 records"):
+        reader.set_state({"epoch": 0, "position": 21, "fingerprint": fp})
+    with pytest.raises(KeyError, match="missing `fingerprint`"):
+        reader.set_state({"epoch": 0, "position": 1})
+
+
+def test_import_does_not_pull_in_apache_beam():
+    code = (
+        "import sys, datarax_beam.sources as s; "
+        "assert s.ArrayRecordSourceModule; "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'apache_beam'); "
+        "assert not bad, bad"
+    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
