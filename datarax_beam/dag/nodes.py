@@ -74,6 +74,12 @@ def as_operator(stage) -> OperatorModule:
         return stage.operator
     if isinstance(stage, OperatorModule):
         return stage
+    hint = (
+        "; wrap a function as ElementOperator(ElementOperatorConfig(), fn=...)"
+        if callable(stage)
+        else ""
+    )
     raise TypeError(
-        f"`>>` expects an OperatorNode or an operator, got {type(stage).__name__}: {stage!r}"
+        f"`>>` expects an OperatorNode or an operator, got {type(stage).__name__}: "
+        f"{stage!r:.100}{hint}"
     )

@@ -106,17 +106,21 @@ def _to_columns(data: Any) -> tuple[dict[str, np.ndarray], int]:
         columns = {}
         for k, v in data.items():
             if not isinstance(k, str):
-                raise TypeError(f"Feature names must be str, got {k!r}")
+                raise TypeError(f"MemorySource `data`: feature names must be str, got {k!r}")
             if isinstance(v, (np.ndarray, jax.Array)):
                 arr = np.asarray(v)
                 if arr.ndim == 0:
-                    raise ValueError(f"Feature {k!r} must have a leading record axis, got a scalar")
+                    raise ValueError(
+                        f"MemorySource `data`: feature {k!r} must have a leading record axis, "
+                        f"got the scalar {arr!r:.80}"
+                    )
                 columns[k] = arr if arr.dtype.kind in cols.NUMERIC_KINDS else cols.object_column(list(arr))
             elif isinstance(v, Sequence) and not isinstance(v, (str, bytes)):
                 columns[k] = cols.stack_values(list(v))
             else:
                 raise TypeError(
-                    f"Feature {k!r} must be an array or a list of per-record values, got {type(v).__name__}"
+                    f"MemorySource `data`: feature {k!r} must be an array or a list of per-record "
+                    f"values, got {type(v).__name__}: {v!r:.80}"
                 )
             lengths[k] = len(columns[k])
         if len(set(lengths.values())) > 1:

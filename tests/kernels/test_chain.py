@@ -1,0 +1,117 @@
+import flax.nnx as nnx
+import jax
+import numpy as np
+import pytest
+
+from datarax_beam.core import columns as cols
+from datarax_beam.kernels import ChainKernel
+from datarax_beam.operators import ElementOperator, ElementOperatorConfig
+
+
+def add_index(element, key):
+    """Adds the record's global index (a traced scalar inside the kernel) to "x"."""
+    return element.update_data({"x": element.data["x"] + element.metadata.index})
+
+
+def stochastic_op(seed=0):
+    def noise(element, key):
+        return element.update_data({"x": element.data["x"] + jax.random.uniform(key)})
+
+    return ElementOperator(
+        ElementOperatorConfig(stochastic=True, stream_name="augment"),
+        fn=noise,
+        rngs=nnx.Rngs(augment=seed),
+    )
+
+
+def test_chain_applies_operators_in_order():
+    double = ElementOperator(ElementOperatorConfig(), fn=lambda e, k: e.update_data({"x": e.data["x"] * 2}))
+    inc = ElementOperator(ElementOperatorConfig(), fn=lambda e, k: e.update_data({"x": e.data["x"] + 1}))
+    k = ChainKernel([double, inc], pad_to=4)
+    out = k({"x": np.arange(3, dtype=np.float32)}, np.arange(3))
+    assert out["x"].tolist() == [1.0, 3.0, 5.0] and isinstance(out["x"], np.ndarray)
+
+
+def test_metadata_index_is_the_global_index():
+    k = ChainKernel([ElementOperator(ElementOperatorConfig(), fn=add_index)], pad_to=2)
+    out = k({"x": np.zeros(3, np.int32)}, np.array([10, 20, 30]))
+    assert out["x"].tolist() == [10, 20, 30]
+
+
+def test_one_compilation_for_split_and_padded_batches_and_epochs():
+    k = ChainKernel([stochastic_op()], pad_to=4)
+    for epoch in range(2):
+        k({"x": np.zeros(10, np.float32)}, np.arange(10), epoch)  # 4 + 4 + 2 (padded)
+        k({"x": np.zeros(3, np.float32)}, np.arange(3), epoch)
+    assert k.compile_count == 1
+    k({"x": np.zeros((3, 2), np.float32)}, np.arange(3))  # a new feature shape compiles again
+    assert k.compile_count == 2
+
+
+def test_result_does_not_depend_on_padding_or_batch_position():
+    batch = {"x": np.zeros(7, np.float32)}
+    idx = np.arange(100, 107)
+    whole = ChainKernel([stochastic_op()], pad_to=8)(batch, idx)["x"]
+    pieces = ChainKernel([stochastic_op()], pad_to=3)(batch, idx)["x"]
+    np.testing.assert_array_equal(whole, pieces)
+    reversed_ = ChainKernel([stochastic_op()], pad_to=3)(batch, idx[::-1])["x"]
+    np.testing.assert_array_equal(reversed_[::-1], whole)
+
+
+def test_epoch_changes_the_keys():
+    k = ChainKernel([stochastic_op()], pad_to=4)
+    batch, idx = {"x": np.zeros(4, np.float32)}, np.arange(4)
+    assert not np.array_equal(k(batch, idx, 0)["x"], k(batch, idx, 1)["x"])
+
+
+def test_per_record_path_for_text_matches_the_jitted_path():
+    op = stochastic_op()
+    numeric = {"x": np.arange(5, dtype=np.float32)}
+    with_text = {**numeric, "t": cols.object_column(["a", "b", "c", "d", "e"])}
+    jitted = ChainKernel([op], pad_to=4)
+    per_record = ChainKernel([op], pad_to=4)
+    a = jitted(numeric, np.arange(5), 1)
+    b = per_record(with_text, np.arange(5), 1)
+    assert per_record.compile_count == 0
+    np.testing.assert_array_equal(b["x"], a["x"])
+    assert b["x"].dtype == a["x"].dtype == np.float32
+    assert b["t"].dtype == object and b["t"].tolist() == ["a", "b", "c", "d", "e"]
+
+
+def test_text_rename_runs_per_record():
+    def rename(element, key):
+        return element.replace_data({"text": element.data["sentence"], "label": element.data["label"]})
+
+    k = ChainKernel([ElementOperator(ElementOperatorConfig(), fn=rename)], pad_to=2)
+    out = k({"sentence": cols.object_column(["hi", "yo"]), "label": np.array([1, 0])}, np.arange(2))
+    assert sorted(out) == ["label", "text"]
+    assert out["text"].dtype == object and out["text"].tolist() == ["hi", "yo"]
+    assert out["label"].dtype == np.int32 and out["label"].tolist() == [1, 0]
+
+
+def test_empty_chain_and_empty_batch_pass_through_canonicalized():
+    batch = {"x": np.arange(3, dtype=np.int64)}
+    out = ChainKernel([])(batch, np.arange(3))
+    assert out["x"].dtype == cols.canonical_dtype(np.dtype(np.int64)) and out["x"].tolist() == [0, 1, 2]
+    k = ChainKernel([stochastic_op()], pad_to=2)
+    empty = k({"x": np.zeros(0, np.float32)}, np.arange(0))
+    assert empty["x"].shape == (0,) and k.compile_count == 0
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match=r"Chain entry 1 must be an operator, got function"):
+        ChainKernel([stochastic_op(), lambda e, k: e])
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match=r"`pad_to` must be a positive int, got"):
+            ChainKernel([], pad_to=bad)
+    assert ChainKernel([], pad_to=np.int64(3)).pad_to == 3
+    k = ChainKernel([stochastic_op()])
+    with pytest.raises(ValueError, match=r"Got 2 indices for a batch of 3 records"):
+        k({"x": np.zeros(3, np.float32)}, np.arange(2))
+
+
+def test_fingerprint_identifies_the_chain():
+    a = ChainKernel([stochastic_op(0)]).fingerprint()
+    assert a == ChainKernel([stochastic_op(0)]).fingerprint()
+    assert a != ChainKernel([stochastic_op(1)]).fingerprint()
+    assert a != ChainKernel([stochastic_op(0), stochastic_op(0)]).fingerprint()
