@@ -206,3 +206,13 @@ def test_pickles_for_beam_workers(shard_dir):
     assert_same(clone.get_batch(np.arange(N)), reader.get_batch(np.arange(N)))
     reader.close()
     assert reader.get_batch([3])["label"].tolist() == [3]  # reopens lazily
+
+
+def test_materialized_shard_set_reads_back_equal_to_online(tmp_path, memory_source, noise_op):
+    from datarax_beam.runners import materialize
+
+    online = from_source(memory_source(30, shuffle=True), batch_size=8) >> OperatorNode(noise_op())
+    d = str(tmp_path / "mat")
+    materialize(online, d, num_shards=3)
+    back = from_source(ArrayRecordSourceModule(d), batch_size=8)
+    assert_same(collect(back), collect(online))
