@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 import numpy as np
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
@@ -92,6 +93,7 @@ def run(
     prepare_output_dir(output_dir, overwrite)
     tmp_dir = ss.join(output_dir, TMP_PREFIX + uuid.uuid4().hex[:12])
     staging = ss.join(tmp_dir, "staged")
+    FileSystems.mkdirs(tmp_dir)
     source = pipeline.source
     bs = batch_size or pipeline.batch_size
     versions = _versions()
@@ -184,9 +186,18 @@ def materialize(
 
 
 def counters(result: Any) -> dict[str, int]:
-    """The job's ``datarax_beam`` counters, summed over steps: ``{"records_written": ..., ...}``."""
+    """The job's ``datarax_beam`` counters, summed over steps: ``{"records_written": ..., ...}``.
+
+    Gauges (``worker_bundles``, ``worker_kernel_compilations``) are included with their latest
+    value.
+    """
     out: dict[str, int] = {}
-    for c in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+    query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    for c in query["counters"]:
         value = c.committed if c.committed is not None else c.attempted
         out[c.key.metric.name] = out.get(c.key.metric.name, 0) + int(value or 0)
+    for g in query.get("gauges", []):
+        value = g.committed if g.committed is not None else g.attempted
+        if value is not None and value.value is not None:
+            out[g.key.metric.name] = int(value.value)
     return out

@@ -22,7 +22,9 @@ class ApplyOperatorsFn(beam.DoFn):
     """Applies an operator chain to every `Chunk`.
 
     Counters (namespace ``datarax_beam``): ``kernel_compilations``, ``kernel_micro_secs``,
-    ``records_transformed``, ``operator_bundles``.
+    ``records_transformed``, ``operator_bundles``; gauges ``worker_bundles`` and
+    ``worker_kernel_compilations`` (cumulative for this DoFn instance, i.e. per worker: they
+    survive bundles whose own metrics a runner discards, such as retried ones).
 
     Args:
       operators: the chain (pickled with the DoFn; each operator is small: config + base key).
@@ -39,6 +41,8 @@ class ApplyOperatorsFn(beam.DoFn):
         self._micros = Metrics.counter(NAMESPACE, "kernel_micro_secs")
         self._records = Metrics.counter(NAMESPACE, "records_transformed")
         self._bundles = Metrics.counter(NAMESPACE, "operator_bundles")
+        self._worker_bundles = Metrics.gauge(NAMESPACE, "worker_bundles")
+        self._worker_compiles = Metrics.gauge(NAMESPACE, "worker_kernel_compilations")
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -48,9 +52,15 @@ class ApplyOperatorsFn(beam.DoFn):
     def setup(self):
         self._kernel = ChainKernel(self._operators, pad_to=self._batch_size)
         self._seen_compiles = 0
+        self._bundles_seen = 0
 
     def start_bundle(self):
         self._bundles.inc()
+        self._bundles_seen += 1
+
+    def finish_bundle(self):
+        self._worker_bundles.set(self._bundles_seen)
+        self._worker_compiles.set(self._kernel.compile_count)
 
     def process(self, chunk: Chunk):
         kernel = self._kernel

@@ -48,7 +48,11 @@ class _Part:
         name = f"{ss.shard_name(shard, num_shards)}.{start}.{uuid.uuid4().hex}"
         self.path = ss.join(tmp_dir, name)
         self.remote = "://" in tmp_dir
-        self.local = os.path.join(tempfile.mkdtemp(prefix="datarax-part-"), name) if self.remote else self.path
+        if self.remote:
+            self.local = os.path.join(tempfile.mkdtemp(prefix="datarax-part-"), name)
+        else:
+            os.makedirs(tmp_dir, exist_ok=True)
+            self.local = self.path
         self.writer = ArrayRecordWriter(self.local, ss.writer_options(compression))
 
     def write(self, schema: Schema, records: list[bytes]) -> int:
