@@ -6,7 +6,7 @@ only the package name replaced; each is exec'd and then its results are checked.
 
 import numpy as np
 
-from datarax_beam.core.data_source import SourceCursor
+from datarax_beam.core.data_source import SourceCursor, get_cursor
 from datarax_beam.core.element import Element
 from datarax_beam.testing import assert_restores_at_every_step
 
@@ -258,7 +258,7 @@ def test_state_management_example():
     import flax.nnx as nnx
 
     cursor = nnx.state(source, SourceCursor)
-    assert {k: v.value for k, v in cursor.items()} == {"epoch": 0, "position": 10}
+    assert {k: get_cursor(v) for k, v in cursor.items()} == {"epoch": 0, "position": 10}
     # Checkpoint -> fresh source -> continues at record 10.
     fresh = run_snippet(STATE_MANAGEMENT.split("# Iterate")[0], "state_management_fresh")["source"]
     fresh.set_state(state)
@@ -267,3 +267,14 @@ def test_state_management_example():
 
 def batches_x(batches):
     return [np.asarray(b["x"]) for b in batches]
+
+
+def test_online_example_script_runs(capsys):
+    import pathlib
+    import runpy
+
+    script = pathlib.Path(__file__).resolve().parents[1] / "examples" / "online.py"
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "7 batches per epoch" in out
+    assert "resumed 4 remaining batches identically; the chain compiled 1 time(s)" in out

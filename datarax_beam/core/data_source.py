@@ -25,7 +25,26 @@ from datarax_beam.core.element import Element, RecordMetadata
 
 
 class SourceCursor(nnx.Variable):
-    """Iteration state of a source or pipeline: a python int (epoch, position, ...)."""
+    """Iteration state of a source or pipeline: a python int (epoch, position, ...).
+
+    Read and write it with `get_cursor` / `set_cursor`, which work on every supported Flax
+    version (``Variable.value`` is deprecated in recent Flax).
+    """
+
+
+def get_cursor(variable: nnx.Variable) -> int:
+    """The int held by a `SourceCursor`."""
+    get = getattr(variable, "get_value", None)
+    return int(get() if get is not None else variable.value)
+
+
+def set_cursor(variable: nnx.Variable, value: int) -> None:
+    """Stores ``value`` in a `SourceCursor`."""
+    setter = getattr(variable, "set_value", None)
+    if setter is not None:
+        setter(int(value))
+    else:
+        variable.value = int(value)
 
 
 class DataSourceModule(nnx.Module, pytree=False):
@@ -154,21 +173,31 @@ class RandomAccessSource(DataSourceModule):
         return np.arange(n, dtype=np.int64)
 
     # -- iteration ---------------------------------------------------------------------------
+    def _cached_epoch_order(self, epoch: int) -> np.ndarray:
+        """`epoch_order`, computed once per epoch rather than once per record."""
+        cache = self.__dict__.get("_order_cache")
+        if cache is None:
+            cache = self.__dict__["_order_cache"] = _OrderCache()
+        if cache.epoch != epoch or cache.order is None:
+            cache.epoch, cache.order = epoch, self.epoch_order(epoch)
+        return cache.order
+
     def __iter__(self) -> Iterator[Element]:
         return self
 
     def __next__(self) -> Element:
-        pos, epoch = int(self.position.value), int(self.epoch.value)
+        pos, epoch = get_cursor(self.position), get_cursor(self.epoch)
         if pos >= len(self):
-            self.epoch.value, self.position.value = epoch + 1, 0
+            set_cursor(self.epoch, epoch + 1)
+            set_cursor(self.position, 0)
             raise StopIteration
-        index = int(self.epoch_order(epoch)[pos])
-        self.position.value = pos + 1
+        index = int(self._cached_epoch_order(epoch)[pos])
+        set_cursor(self.position, pos + 1)
         meta = RecordMetadata(index=index, epoch=epoch, source_info=self.source_info())
         return Element(data=self[index], metadata=meta)
 
     def get_state(self) -> dict[str, int]:
-        return {"epoch": int(self.epoch.value), "position": int(self.position.value)}
+        return {"epoch": get_cursor(self.epoch), "position": get_cursor(self.position)}
 
     def set_state(self, state: Mapping[str, int]) -> None:
         epoch, position = _require_ints(state, ("epoch", "position"), type(self).__name__)
@@ -176,7 +205,16 @@ class RandomAccessSource(DataSourceModule):
             raise ValueError(
                 f"State `position` {position} is out of range for a source of length {len(self)}"
             )
-        self.epoch.value, self.position.value = epoch, position
+        set_cursor(self.epoch, epoch)
+        set_cursor(self.position, position)
+
+
+class _OrderCache:
+    """Holds the current epoch's order outside NNX state (a plain object, not a Variable)."""
+
+    def __init__(self):
+        self.epoch: int | None = None
+        self.order: np.ndarray | None = None
 
 
 def _require_ints(state: Mapping[str, Any], keys: Sequence[str], owner: str) -> list[int]:

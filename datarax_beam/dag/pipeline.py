@@ -16,7 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from datarax_beam.core import columns as cols
-from datarax_beam.core.data_source import DataSourceModule, SourceCursor, _require_ints
+from datarax_beam.core.data_source import (
+    DataSourceModule,
+    SourceCursor,
+    _require_ints,
+    get_cursor,
+    set_cursor,
+)
 from datarax_beam.core.element import Element, as_element
 from datarax_beam.core.operator import OperatorModule
 from datarax_beam.dag.nodes import BatchNode, ShuffleNode, as_operator, check_positive_int
@@ -86,7 +92,7 @@ class Pipeline(nnx.Module, pytree=False):
 
     # -- state -------------------------------------------------------------------------------
     def get_state(self) -> dict[str, int]:
-        return {"epoch": int(self.epoch.value), "position": int(self.position.value)}
+        return {"epoch": get_cursor(self.epoch), "position": get_cursor(self.position)}
 
     def set_state(self, state: Mapping[str, int]) -> None:
         epoch, position = _require_ints(state, ("epoch", "position"), "Pipeline")
@@ -95,7 +101,8 @@ class Pipeline(nnx.Module, pytree=False):
                 f"Pipeline state `position` {position} is out of range for a source of length "
                 f"{len(self.source)}"
             )
-        self.epoch.value, self.position.value = epoch, position
+        set_cursor(self.epoch, epoch)
+        set_cursor(self.position, position)
 
     # -- iteration ---------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -117,8 +124,8 @@ class Pipeline(nnx.Module, pytree=False):
         return order
 
     def _iterate(self) -> Iterator[dict[str, Any]]:
-        epoch = int(self.epoch.value)
-        records = self._records_from(epoch, int(self.position.value))
+        epoch = get_cursor(self.epoch)
+        records = self._records_from(epoch, get_cursor(self.position))
         bs, drop = self.batch_size, self.batch_node.drop_remainder
         while True:
             chunk = next(records, None)
@@ -128,9 +135,10 @@ class Pipeline(nnx.Module, pytree=False):
             if len(indices) < bs and drop:
                 break
             out = self.kernel(data, indices, epoch)
-            self.position.value = int(self.position.value) + len(indices)
+            set_cursor(self.position, get_cursor(self.position) + len(indices))
             yield _to_jax(out)
-        self.epoch.value, self.position.value = epoch + 1, 0
+        set_cursor(self.epoch, epoch + 1)
+        set_cursor(self.position, 0)
         self._live = None
 
     def _records_from(self, epoch: int, position: int) -> Iterator[tuple[dict, np.ndarray]]:

@@ -2,7 +2,12 @@ import flax.nnx as nnx
 import numpy as np
 import pytest
 
-from datarax_beam.core.data_source import DataSourceModule, RandomAccessSource, SourceCursor
+from datarax_beam.core.data_source import (
+    DataSourceModule,
+    RandomAccessSource,
+    SourceCursor,
+    get_cursor,
+)
 from datarax_beam.core.element import Element
 from datarax_beam.testing import assert_restores_at_every_step
 
@@ -113,7 +118,7 @@ def test_state_is_ints_and_visible_through_nnx_state():
     state = src.get_state()
     assert state == {"epoch": 0, "position": 2} and all(type(v) is int for v in state.values())
     cursor = nnx.state(src, SourceCursor)
-    assert {k: v.value for k, v in cursor.items()} == {"epoch": 0, "position": 2}
+    assert {k: get_cursor(v) for k, v in cursor.items()} == {"epoch": 0, "position": 2}
     fresh = Squares(4)
     nnx.update(fresh, cursor)
     assert [e.metadata.index for e in fresh] == [2, 3]
@@ -149,3 +154,18 @@ def test_numpy_ints_are_accepted_in_state():
     src.set_state({"epoch": np.int64(1), "position": np.int32(5)})
     assert src.get_state() == {"epoch": 1, "position": 5}
     assert list(src) == [] and src.get_state() == {"epoch": 2, "position": 0}
+
+
+def test_direct_iteration_computes_the_epoch_order_once_per_epoch():
+    calls = []
+
+    class Counted(Squares):
+        def epoch_order(self, epoch):
+            calls.append(epoch)
+            return super().epoch_order(epoch)
+
+    src = Counted(6, shuffle=True, seed=2)
+    first = [e.metadata.index for e in src]
+    second = [e.metadata.index for e in src]
+    assert calls == [0, 1]
+    assert first == src.epoch_order(0).tolist() and second == src.epoch_order(1).tolist()

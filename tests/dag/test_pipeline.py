@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from datarax_beam import OperatorNode, Pipeline, from_source
-from datarax_beam.core.data_source import DataSourceModule, SourceCursor
+from datarax_beam.core.data_source import DataSourceModule, SourceCursor, get_cursor
 from datarax_beam.core.element import Element, RecordMetadata
 from datarax_beam.operators import ElementOperator, ElementOperatorConfig
 from datarax_beam.sources import MemorySource, MemorySourceConfig
@@ -230,7 +230,7 @@ def test_state_is_a_dict_of_ints_visible_through_nnx_state(memory_source):
     state = p.get_state()
     assert state == {"epoch": 0, "position": 4} and all(type(v) is int for v in state.values())
     cursor = nnx.state(p, SourceCursor)
-    assert cursor["epoch"].value == 0 and cursor["position"].value == 4
+    assert get_cursor(cursor["epoch"]) == 0 and get_cursor(cursor["position"]) == 4
     fresh = from_source(memory_source(10), batch_size=4)
     nnx.update(fresh, cursor)
     assert fresh.get_state() == state and labels(fresh) == [[4, 5, 6, 7], [8, 9]]

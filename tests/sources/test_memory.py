@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from datarax_beam.core.data_source import SourceCursor
+from datarax_beam.core.data_source import SourceCursor, get_cursor
 from datarax_beam.sources import MemorySource, MemorySourceConfig
 from datarax_beam.sources.memory import DEFAULT_FEATURE
 from datarax_beam.testing import assert_restores_at_every_step
@@ -83,7 +83,7 @@ def test_iteration_state_and_nnx_state_hold_no_data():
     leaves = [v for _, v in nnx.to_flat_state(nnx.state(src))]
     assert len(leaves) == 2  # epoch and position; the data is not state
     cursor = nnx.state(src, SourceCursor)
-    assert {k: v.value for k, v in cursor.items()} == {"epoch": 0, "position": 3}
+    assert {k: get_cursor(v) for k, v in cursor.items()} == {"epoch": 0, "position": 3}
 
 
 def test_shuffled_source_visits_every_record_once_per_epoch():
