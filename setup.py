@@ -29,6 +29,9 @@ setup(
         "pyarrow>=14",
         "numpy>=1.26",
         "tensorflow-datasets>=4.9.6",
+        # TFDS needs it to prepare datasets (DatasetBuilder.code_path) but only declares it for
+        # Python < 3.9.
+        "importlib_resources",
         "datasets>=2.19",
     ],
     extras_require={
