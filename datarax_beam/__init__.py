@@ -6,6 +6,8 @@ The public face is this module and the topic modules ``sources``, ``operators``,
 
 from datarax_beam.core.element import Element, RecordMetadata
 from datarax_beam.dag import OperatorNode, Pipeline, from_source
+from datarax_beam.sources.hf import from_hf  # imports `datasets` only when called
+from datarax_beam.sources.tfds import from_tfds  # imports `tensorflow_datasets` only when called
 from datarax_beam.version import __version__
 
 __all__ = [
@@ -14,7 +16,9 @@ __all__ = [
     "Pipeline",
     "RecordMetadata",
     "__version__",
+    "from_hf",
     "from_source",
+    "from_tfds",
     "materialize",
 ]
 
