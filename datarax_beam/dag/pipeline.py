@@ -55,8 +55,7 @@ class Pipeline(nnx.Module, pytree=False):
         self.shuffle_node = shuffle
         self.epoch = SourceCursor(0)
         self.position = SourceCursor(0)
-        self._kernel: ChainKernel | None = None
-        self._live: tuple[int, int, Iterator] | None = None
+        self._runtime = _Runtime()
 
     # -- building ----------------------------------------------------------------------------
     def _replace(self, **changes) -> Pipeline:
@@ -83,9 +82,9 @@ class Pipeline(nnx.Module, pytree=False):
     @property
     def kernel(self) -> ChainKernel:
         """The compiled operator chain (built once per pipeline, padded to the batch size)."""
-        if self._kernel is None:
-            self._kernel = ChainKernel(self.operators, pad_to=self.batch_size)
-        return self._kernel
+        if self._runtime.kernel is None:
+            self._runtime.kernel = ChainKernel(self.operators, pad_to=self.batch_size)
+        return self._runtime.kernel
 
     def fingerprint(self) -> str:
         return ChainKernel(self.operators).fingerprint() if self.operators else "identity"
@@ -139,7 +138,7 @@ class Pipeline(nnx.Module, pytree=False):
             yield _to_jax(out)
         set_cursor(self.epoch, epoch + 1)
         set_cursor(self.position, 0)
-        self._live = None
+        self._runtime.live = None
 
     def _records_from(self, epoch: int, position: int) -> Iterator[tuple[dict, np.ndarray]]:
         """Yields (columns, global indices) batches from ``position`` of ``epoch``."""
@@ -152,7 +151,7 @@ class Pipeline(nnx.Module, pytree=False):
         yield from self._iterator_batches(epoch, position)
 
     def _iterator_batches(self, epoch: int, position: int):
-        live = self._live
+        live = self._runtime.live
         if live is not None and live[:2] == (epoch, position):
             stream = live[2]
         else:  # replay the epoch from its start and skip what was already yielded
@@ -166,7 +165,7 @@ class Pipeline(nnx.Module, pytree=False):
             if not batch:
                 return
             position += len(batch)
-            self._live = (epoch, position, stream)
+            self._runtime.live = (epoch, position, stream)
             idx = np.array([i for i, _ in batch], dtype=np.int64)
             yield cols.columns_from_records([e.data for _, e in batch]), idx
 
@@ -182,6 +181,24 @@ class Pipeline(nnx.Module, pytree=False):
             node = self.shuffle_node
             stream = buffer_shuffle(stream, node.buffer_size, shuffle_rng(node.seed, epoch))
         return iter(stream)
+
+
+class _Runtime:
+    """What a pipeline builds while running (the jitted kernel, an iterator source's open stream).
+
+    Kept outside NNX state, and dropped by copies and pickles: a copy rebuilds its kernel and
+    replays an iterator source from its cursor, so copying a pipeline mid-epoch works.
+    """
+
+    def __init__(self):
+        self.kernel: ChainKernel | None = None
+        self.live: tuple[int, int, Iterator] | None = None
+
+    def __deepcopy__(self, memo):
+        return _Runtime()
+
+    def __reduce__(self):
+        return (_Runtime, ())
 
 
 def _to_jax(batch: Mapping[str, Any]) -> dict[str, Any]:

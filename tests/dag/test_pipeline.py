@@ -269,3 +269,16 @@ def test_bad_pipeline_state(memory_source, state, error, message):
 def test_length_of_an_iterator_pipeline_is_unknown():
     with pytest.raises(TypeError, match=r"length of a pipeline over Stream is unknown"):
         len(from_source(Stream(3)))
+
+
+@pytest.mark.parametrize("kind", ["memory", "iterator"])
+def test_a_copy_taken_mid_epoch_continues_identically(memory_source, noise_op, kind):
+    import copy
+
+    source = memory_source(7) if kind == "memory" else Stream(7)
+    p = (from_source(source, batch_size=3) >> noise_op(0)).shuffle(4, seed=1)
+    next(iter(p))
+    twin = copy.deepcopy(p)
+    assert twin.get_state() == p.get_state() == {"epoch": 0, "position": 3}
+    assert per_record(twin) == per_record(p)
+    assert twin.get_state() == p.get_state() == {"epoch": 1, "position": 0}
