@@ -245,6 +245,12 @@ class ShardedStreamingSource(DataSourceModule):
             "offset": _get(self.offset),
         }
 
+    def set_epoch(self, epoch: int) -> None:
+        """Moves the cursor to the start of ``epoch`` (the order of a shuffled epoch depends on
+        it, so a reader replaying epoch ``e`` from its start calls this first)."""
+        self._set(int(epoch), 0, 0, 0)
+        self._live.value = None
+
     def set_state(self, state: Mapping[str, int]) -> None:
         values = _require_ints(
             state, ("epoch", "position", "shard_pos", "offset"), type(self).__name__

@@ -180,6 +180,16 @@ def test_sources_restore_and_shuffle_each_record_once(hub_dir, shuffle):
         assert (epochs[0] != epochs[1]) == shuffle
 
 
+def test_streaming_set_epoch_replays_that_epochs_order(hub_dir):
+    make = lambda: HFStreamingSource(glue_cfg(hub_dir, HFStreamingConfig, shuffle=True, shuffle_buffer_size=5))  # noqa: E731
+    src = make()
+    epochs = [[int(e.data["idx"]) for e in src] for _ in range(3)]
+    fresh = make()
+    fresh.set_epoch(2)
+    assert [int(e.data["idx"]) for e in fresh] == epochs[2]
+    assert fresh.get_state() == {"epoch": 3, "position": 0, "shard_pos": 0, "offset": 0}
+
+
 def test_include_and_exclude_keys(hub_dir):
     assert sorted(HFEagerSource(glue_cfg(hub_dir, include_keys=["sentence"]))[0]) == ["sentence"]
     assert sorted(HFEagerSource(glue_cfg(hub_dir, exclude_keys=["idx"]))[0]) == ["label", "sentence"]
