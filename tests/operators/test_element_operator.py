@@ -126,3 +126,8 @@ def test_fingerprint_follows_the_code():
     b = ElementOperator(ElementOperatorConfig(), fn=lambda e, k: e.update_data({"x": e.data["x"] + 2}))
     assert a.fingerprint() == ElementOperator(ElementOperatorConfig(), fn=add_one).fingerprint()
     assert a.fingerprint() != b.fingerprint()
+
+
+def test_rngs_without_the_stream_or_a_default():
+    with pytest.raises(ValueError, match=r"`rngs` has no stream named 'augment' and no default stream"):
+        ElementOperator(STOCHASTIC, fn=add_one, rngs=nnx.Rngs(params=0))
