@@ -28,9 +28,9 @@ from datarax_beam.transforms.operators import ApplyOperators
 from datarax_beam.transforms.readers import (
     NAMESPACE, ReadIndexRanges, ReadSequential, ReadStreamShards, is_sharded_stream, plan_tasks,
 )
-from datarax_beam.transforms.staging import index_reader, save_array
+from datarax_beam.transforms.staging import index_reader, save_array, unregister_in_process
 from datarax_beam.transforms.writer import WriteShards, output_permutation
-from datarax_beam.runners.options import build_options, make_runner, runner_name
+from datarax_beam.runners.options import build_options, in_process_single_worker, make_runner, runner_name
 from datarax_beam.version import __version__
 
 #: Records per shard aimed at when ``num_shards`` is not given (random-access sources).
@@ -97,7 +97,9 @@ def run(
     source = pipeline.source
     bs = batch_size or pipeline.batch_size
     versions = _versions()
-    extra = {"source": source.fingerprint(), "source_info": source.source_info(), "batch_size": bs, "epoch": 0}
+    extra = {"source_info": source.source_info(), "batch_size": bs, "epoch": 0}
+    single = in_process_single_worker(opts)
+    token = uuid.uuid4().hex if single else None
 
     p = beam.Pipeline(runner=make_runner(opts), options=opts)
     if source.is_random_access:
@@ -111,8 +113,8 @@ def run(
             order_path = ss.join(staging, "order.npy")
             save_array(order_path, order)
         tasks = plan_tasks(n, shards)
-        reader = index_reader(source, staging)
-        chunks = p | "Read" >> ReadIndexRanges(reader, tasks, order_path, bs)
+        reader = index_reader(source, staging, in_process_token=token)
+        chunks = p | "Read" >> ReadIndexRanges(reader, tasks, order_path, bs, spread=not single)
         sizes = tuple(t.stop - t.start for t in tasks)
     else:
         shards = num_shards or 1
@@ -128,8 +130,12 @@ def run(
         | "Operators" >> ApplyOperators(pipeline.operators, bs, epoch=0)
         | "Write" >> WriteShards(commit, shuffle=shuffle, seed=seed)
     )
-    result = p.run()
-    state = result.wait_until_finish()
+    try:
+        result = p.run()
+        state = result.wait_until_finish()
+    finally:
+        if token is not None:
+            unregister_in_process(token)
     if state != PipelineState.DONE:
         raise RuntimeError(f"The {runner_name(opts)} job ended in state {state}; nothing was committed")
     return Materialized(read_committed(output_dir), result)

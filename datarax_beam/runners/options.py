@@ -88,6 +88,14 @@ def runner_name(options: PipelineOptions) -> str:
     return options.view_as(StandardOptions).runner or DIRECT
 
 
+def in_process_single_worker(options: PipelineOptions) -> bool:
+    """True when every worker of the job runs in this process, on one thread (DirectRunner
+    ``in_memory``): memory sources are then shared by reference instead of staged."""
+    direct = options.view_as(DirectOptions)
+    return (runner_name(options) in (DIRECT, "direct") and direct.direct_running_mode == "in_memory"
+            and (direct.direct_num_workers or 1) == 1)
+
+
 def make_runner(options: PipelineOptions):
     """The runner object to use, chosen explicitly.
 

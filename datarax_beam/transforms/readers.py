@@ -93,20 +93,21 @@ class ReadIndexRanges(beam.PTransform):
       tasks: the shard plan (`plan_tasks`).
       order_path: a staged ``.npy`` of source indices in output order; None means identity.
       batch_size: records per emitted chunk.
+      spread: redistribute the tasks over workers (a Reshuffle of the tiny tasks); off only for
+        single-worker runs, where it would add a stage and nothing else.
     """
 
-    def __init__(self, reader: IndexReader, tasks: list[ShardTask], order_path: str | None, batch_size: int):
+    def __init__(self, reader: IndexReader, tasks: list[ShardTask], order_path: str | None,
+                 batch_size: int, *, spread: bool = True):
         super().__init__()
         self._reader, self._tasks = reader, list(tasks)
-        self._order_path, self._batch_size = order_path, batch_size
+        self._order_path, self._batch_size, self._spread = order_path, batch_size, spread
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "ShardTasks" >> beam.Create(self._tasks, reshuffle=False)
-            | "SpreadTasks" >> beam.Reshuffle()
-            | "ReadByIndex" >> beam.ParDo(_ReadTaskFn(self._reader, self._order_path, self._batch_size))
-        )
+        tasks = pbegin | "ShardTasks" >> beam.Create(self._tasks, reshuffle=False)
+        if self._spread:
+            tasks = tasks | "SpreadTasks" >> beam.Reshuffle()
+        return tasks | "ReadByIndex" >> beam.ParDo(_ReadTaskFn(self._reader, self._order_path, self._batch_size))
 
 
 def numbered_records(source: DataSourceModule, shuffle: ShuffleNode | None):

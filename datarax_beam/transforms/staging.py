@@ -138,8 +138,59 @@ def stage_memory_source(source: MemorySource, directory: str) -> StagedMemoryRea
     return StagedMemoryReader(directory)
 
 
-def index_reader(source: RandomAccessSource, staging_dir: str) -> IndexReader:
-    """The worker-side reader for ``source``: staged for memory sources, the source otherwise."""
-    if isinstance(source, MemorySource) and type(source)._read is MemorySource._read:
+#: Sources shared with workers that run inside the driver process, by token (see `InProcessReader`).
+_IN_PROCESS: dict[str, MemorySource] = {}
+
+
+class InProcessReader(IndexReader):
+    """Reads a `MemorySource` registered in this process by token: nothing is copied or staged.
+
+    Only valid when every worker runs in the driver process (DirectRunner ``in_memory``);
+    `materialize` registers the source for the duration of the job.
+    """
+
+    def __init__(self, token: str):
+        self.token = token
+
+    def setup(self) -> None:
+        source = _IN_PROCESS.get(self.token)
+        if source is None:
+            raise RuntimeError(
+                f"In-process source {self.token!r} is not registered in this process: this reader "
+                f"only works with DirectRunner --direct_running_mode=in_memory"
+            )
+        self._columns = source.columns
+
+    def read_batches(self, chunks):
+        for idx in chunks:
+            idx = np.asarray(idx, dtype=np.int64)
+            if len(idx) and idx[-1] - idx[0] + 1 == len(idx) and np.all(np.diff(idx) == 1):
+                yield {k: v[idx[0] : idx[-1] + 1] for k, v in self._columns.items()}
+            else:
+                yield cols.take(self._columns, idx)
+
+
+def register_in_process(token: str, source: MemorySource) -> None:
+    _IN_PROCESS[token] = source
+
+
+def unregister_in_process(token: str) -> None:
+    _IN_PROCESS.pop(token, None)
+
+
+def is_plain_memory_source(source: RandomAccessSource) -> bool:
+    return isinstance(source, MemorySource) and type(source)._read is MemorySource._read
+
+
+def index_reader(source: RandomAccessSource, staging_dir: str, *, in_process_token: str | None = None) -> IndexReader:
+    """The worker-side reader for ``source``.
+
+    Memory sources are shared by token when workers run in this process (``in_process_token``),
+    staged under ``staging_dir`` otherwise; other sources travel pickled (they hold handles).
+    """
+    if is_plain_memory_source(source):
+        if in_process_token is not None:
+            register_in_process(in_process_token, source)
+            return InProcessReader(in_process_token)
         return stage_memory_source(source, staging_dir)
     return SourceIndexReader(source)

@@ -153,8 +153,10 @@ def test_committed_dir_refused_then_failed_overwrite_leaves_no_marker(inproc, tm
 
 
 def test_non_local_filesystem(tmp_path, inproc):
+    # portable (LOOPBACK) workers run in this process, where the test scheme is registered; the
+    # memory source is staged to, read from, and committed on testfs://
     out = PrefixFS.PREFIX + str(tmp_path / "remote" / "out")
-    shardset = materialize(make_pipeline(), out, num_shards=SHARDS)
+    shardset = materialize(make_pipeline(), out, num_shards=SHARDS, options=options.portable())
     assert shardset.path == out and shardset.num_records == NUM_RECORDS
     local = str(tmp_path / "remote" / "out")
     assert sorted(os.listdir(local)) == sorted(os.listdir(inproc.shardset.path))
