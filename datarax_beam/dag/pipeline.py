@@ -28,6 +28,14 @@ from datarax_beam.core.operator import OperatorModule
 from datarax_beam.dag.nodes import BatchNode, ShuffleNode, as_operator, check_positive_int
 from datarax_beam.dag.order import buffer_shuffle, shuffle_indices, shuffle_rng
 from datarax_beam.kernels import ChainKernel
+from datarax_beam.operators.statistics import bind_statistics
+from datarax_beam.statistics import BLOCK_SIZE, Statistics, compute_over_batches, load_statistics
+
+
+def zip_chunks(source, chunks):
+    """(indices, columns) for each index chunk, read through the source's batch hook."""
+    chunks = list(chunks)
+    return zip(chunks, source.read_batches(iter(chunks)), strict=True)
 
 
 class Pipeline(nnx.Module, pytree=False):
@@ -44,6 +52,7 @@ class Pipeline(nnx.Module, pytree=False):
         operators: tuple[OperatorModule, ...] = (),
         batch: BatchNode | None = None,
         shuffle: ShuffleNode | None = None,
+        statistics: Mapping[str, Mapping[str, Any]] | None = None,
     ):
         if not isinstance(source, DataSourceModule):
             raise TypeError(
@@ -53,6 +62,7 @@ class Pipeline(nnx.Module, pytree=False):
         self.operators = tuple(operators)
         self.batch_node = BatchNode(32) if batch is None else batch
         self.shuffle_node = shuffle
+        self._given_statistics = None if statistics is None else dict(statistics)
         self.epoch = SourceCursor(0)
         self.position = SourceCursor(0)
         self._runtime = _Runtime()
@@ -60,7 +70,7 @@ class Pipeline(nnx.Module, pytree=False):
     # -- building ----------------------------------------------------------------------------
     def _replace(self, **changes) -> Pipeline:
         args = dict(source=self.source, operators=self.operators, batch=self.batch_node,
-                    shuffle=self.shuffle_node)
+                    shuffle=self.shuffle_node, statistics=self._given_statistics)
         args.update(changes)
         return Pipeline(**args)
 
@@ -75,6 +85,19 @@ class Pipeline(nnx.Module, pytree=False):
         """Shuffles records (not batches) through a buffer; a new order every epoch."""
         return self._replace(shuffle=ShuffleNode(buffer_size, seed))
 
+    def with_statistics(self, statistics: Mapping[str, Mapping[str, Any]] | str) -> Pipeline:
+        """Uses these full-pass statistics instead of analyzing the source.
+
+        ``statistics`` may be a `Statistics` mapping (e.g. ``shardset.statistics`` of a
+        materialized training set, to normalize held-out data identically) or a path accepted by
+        `datarax_beam.statistics.load_statistics`.
+        """
+        if isinstance(statistics, str):
+            statistics = load_statistics(statistics)
+        if not isinstance(statistics, Mapping):
+            raise TypeError(f"`statistics` must be a mapping or a path, got {type(statistics).__name__}")
+        return self._replace(statistics=statistics)
+
     @property
     def batch_size(self) -> int:
         return self.batch_node.batch_size
@@ -83,11 +106,47 @@ class Pipeline(nnx.Module, pytree=False):
     def kernel(self) -> ChainKernel:
         """The compiled operator chain (built once per pipeline, padded to the batch size)."""
         if self._runtime.kernel is None:
-            self._runtime.kernel = ChainKernel(self.operators, pad_to=self.batch_size)
+            self._runtime.kernel = ChainKernel(self.bound_operators(), pad_to=self.batch_size)
         return self._runtime.kernel
 
+    def bound_operators(self) -> list[OperatorModule]:
+        """The chain with statistics bound to the operators that need them.
+
+        Missing statistics are computed here with one in-process pass per consumer over the
+        records as they are just before it (epoch 0, index order), exactly as the Beam job does.
+        """
+        if self._runtime.bound is None:
+            ops, stats = bind_statistics(self.operators, self._given_statistics, self._analyze)
+            self._runtime.bound, self._runtime.statistics = ops, Statistics(stats)
+        return self._runtime.bound
+
+    @property
+    def statistics(self) -> Statistics:
+        """All statistics the chain uses (computed on first access when not given)."""
+        self.bound_operators()
+        return self._runtime.statistics
+
+    def _analyze(self, prefix, specs) -> Statistics:
+        kernel = ChainKernel(prefix, pad_to=self.batch_size)
+
+        def batches():
+            if self.source.is_random_access:
+                n = len(self.source)
+                chunks = (np.arange(s, min(s + BLOCK_SIZE, n)) for s in range(0, n, BLOCK_SIZE))
+                for idx, data in zip_chunks(self.source, chunks):
+                    yield kernel(data, idx, 0), idx
+            else:
+                if hasattr(self.source, "set_epoch"):
+                    self.source.set_epoch(0)
+                stream = self._numbered_records()
+                while batch := [r for _, r in zip(range(BLOCK_SIZE), stream, strict=False)]:
+                    idx = np.array([i for i, _ in batch], dtype=np.int64)
+                    yield kernel(cols.columns_from_records([e.data for _, e in batch]), idx, 0), idx
+
+        return compute_over_batches(specs, batches())
+
     def fingerprint(self) -> str:
-        return ChainKernel(self.operators).fingerprint() if self.operators else "identity"
+        return ChainKernel(self.bound_operators()).fingerprint() if self.operators else "identity"
 
     # -- state -------------------------------------------------------------------------------
     def get_state(self) -> dict[str, int]:
@@ -108,7 +167,7 @@ class Pipeline(nnx.Module, pytree=False):
         """Batches per epoch (random-access sources only)."""
         if not self.source.is_random_access:
             raise TypeError(f"The length of a pipeline over {type(self.source).__name__} is unknown")
-        n, b = len(self.source), self.batch_size
+        n, b = len(self.source.epoch_order(get_cursor(self.epoch))), self.batch_size
         return n // b if self.batch_node.drop_remainder else -(-n // b)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -169,14 +228,16 @@ class Pipeline(nnx.Module, pytree=False):
             idx = np.array([i for i, _ in batch], dtype=np.int64)
             yield cols.columns_from_records([e.data for _, e in batch]), idx
 
-    def _iterator_records(self, epoch: int) -> Iterator[tuple[int, Element]]:
-        def numbered():
-            for i, value in enumerate(iter(self.source)):
-                element = as_element(value)
-                index = element.metadata.index if element.metadata is not None else i
-                yield int(index), element
+    def _numbered_records(self) -> Iterator[tuple[int, Element]]:
+        for i, value in enumerate(iter(self.source)):
+            element = as_element(value)
+            index = element.metadata.index if element.metadata is not None else i
+            yield int(index), element
 
-        stream = numbered()
+    def _iterator_records(self, epoch: int) -> Iterator[tuple[int, Element]]:
+        if hasattr(self.source, "set_epoch"):  # sources that shuffle per epoch replay that epoch
+            self.source.set_epoch(epoch)
+        stream = self._numbered_records()
         if self.shuffle_node is not None:
             node = self.shuffle_node
             stream = buffer_shuffle(stream, node.buffer_size, shuffle_rng(node.seed, epoch))
@@ -192,6 +253,8 @@ class _Runtime:
 
     def __init__(self):
         self.kernel: ChainKernel | None = None
+        self.bound: list[OperatorModule] | None = None
+        self.statistics: Statistics | None = None
         self.live: tuple[int, int, Iterator] | None = None
 
     def __deepcopy__(self, memo):
