@@ -21,16 +21,26 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 from datarax_beam.dag.pipeline import Pipeline
+from datarax_beam.runners.options import (
+    build_options,
+    in_process_single_worker,
+    make_runner,
+    runner_name,
+)
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.shardset import COMPRESSIONS, ShardSet
 from datarax_beam.transforms.commit import TMP_PREFIX, Commit, prepare_output_dir, read_committed
 from datarax_beam.transforms.operators import ApplyOperators
 from datarax_beam.transforms.readers import (
-    NAMESPACE, ReadIndexRanges, ReadSequential, ReadStreamShards, is_sharded_stream, plan_tasks,
+    NAMESPACE,
+    ReadIndexRanges,
+    ReadSequential,
+    ReadStreamShards,
+    is_sharded_stream,
+    plan_tasks,
 )
 from datarax_beam.transforms.staging import index_reader, save_array, unregister_in_process
 from datarax_beam.transforms.writer import WriteShards, output_permutation
-from datarax_beam.runners.options import build_options, in_process_single_worker, make_runner, runner_name
 from datarax_beam.version import __version__
 
 #: Records per shard aimed at when ``num_shards`` is not given (random-access sources).

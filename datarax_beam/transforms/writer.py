@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import uuid
+
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems

@@ -1,0 +1,56 @@
+"""Runner option helpers, the explicit runner choice, and the lazy `materialize` export."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
+
+from datarax_beam.runners import build_options, make_runner, options
+from datarax_beam.runners.options import in_process_single_worker
+
+
+def test_default_is_direct_in_process_on_fnapi_runner_not_prism():
+    opts = build_options(None)
+    assert opts.get_all_options()["runner"] == "DirectRunner"
+    assert in_process_single_worker(opts)
+    assert isinstance(make_runner(opts), FnApiRunner)
+    assert isinstance(make_runner(build_options(["--some_flag=1"])), FnApiRunner)
+
+
+def test_multi_process_and_portable_flags():
+    mp = build_options(options.multi_process(2)).get_all_options()
+    assert (mp["direct_running_mode"], mp["direct_num_workers"]) == ("multi_processing", 2)
+    assert not in_process_single_worker(build_options(options.multi_process(2)))
+    port = build_options(options.portable())
+    assert make_runner(port) is None
+    assert port.get_all_options()["job_endpoint"] == "embed"
+    assert port.get_all_options()["environment_type"] == "LOOPBACK"
+    with pytest.raises(ValueError, match="workers"):
+        options.multi_process(0)
+    with pytest.raises(ValueError, match="multi_processing"):
+        make_runner(PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=2"]))
+    with pytest.raises(TypeError, match="list of Beam flags"):
+        build_options("--runner=DirectRunner")
+
+
+def test_cluster_helpers():
+    df = options.dataflow("proj", "europe-west4", "gs://b/tmp")
+    assert "--runner=DataflowRunner" in df and "--setup_file=./setup.py" in df
+    assert "--flink_master=host:8081" in options.flink("host:8081")
+    assert "--spark_master_url=spark://h:7077" in options.spark("spark://h:7077", setup_file="./setup.py")
+
+
+def test_import_does_not_pull_in_beam():
+    code = ("import sys, datarax_beam, datarax_beam.sources; "
+            "assert 'apache_beam' not in sys.modules, 'beam imported'; "
+            "m = datarax_beam.materialize; assert 'apache_beam' in sys.modules; print(m.__name__)")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"}, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "materialize"
