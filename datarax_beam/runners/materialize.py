@@ -70,6 +70,19 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _bound_chain(pipeline: Pipeline) -> tuple[list, dict | None]:
+    """The operator chain with full-pass statistics bound, as the online kernel runs it.
+
+    Missing statistics are computed by the pipeline (one pass over the source in this process);
+    they are recorded in ``shardset.json`` so held-out data can be transformed identically.
+    """
+    if not hasattr(pipeline, "bound_operators"):
+        return list(pipeline.operators), None
+    operators = pipeline.bound_operators()
+    stats = pipeline.statistics
+    return operators, (stats.to_json() if len(stats) else None)
+
+
 def _check(pipeline, output_dir, num_shards, compression, batch_size):
     if not isinstance(pipeline, Pipeline):
         raise TypeError(f"`pipeline` must be a datarax_beam Pipeline (from_source(...)), got {type(pipeline).__name__}")
@@ -133,11 +146,12 @@ def run(
         else:
             chunks = p | "Read" >> ReadSequential(source, bs, pipeline.shuffle_node)
         sizes = None
+    operators, statistics = _bound_chain(pipeline)
     commit = Commit(output_dir, tmp_dir, shards, compression, int(seed), bool(shuffle),
-                    pipeline.fingerprint(), versions, extra, sizes)
+                    pipeline.fingerprint(), versions, extra, sizes, statistics)
     _ = (
         chunks
-        | "Operators" >> ApplyOperators(pipeline.operators, bs, epoch=0)
+        | "Operators" >> ApplyOperators(operators, bs, epoch=0)
         | "Write" >> WriteShards(commit, shuffle=shuffle, seed=seed)
     )
     try:

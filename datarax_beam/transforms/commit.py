@@ -47,6 +47,7 @@ class Commit(NamedTuple):
     versions: dict
     extra: dict
     shard_sizes: tuple[int, ...] | None  # expected records per shard, when known up front
+    statistics: dict | None = None  # full-pass statistics (JSON form) the chain used
 
 
 def _local_copy(path: str) -> tuple[str, str | None]:
@@ -147,7 +148,8 @@ def finalize(parts: Iterable[PartInfo], commit: Commit) -> ShardSet:
     shardset = ShardSet(
         path=commit.output_dir, shards=tuple(infos), schema=schema or Schema(()),
         compression=commit.compression, seed=commit.seed, shuffle=commit.shuffle,
-        fingerprint=commit.fingerprint, versions=commit.versions, extra=commit.extra,
+        fingerprint=commit.fingerprint, statistics=commit.statistics, versions=commit.versions,
+        extra=commit.extra,
     )
     write_marker(shardset)
     remove(commit.tmp_dir)

@@ -113,6 +113,9 @@ class ReadIndexRanges(beam.PTransform):
 def numbered_records(source: DataSourceModule, shuffle: ShuffleNode | None):
     """(index, element) pairs of epoch 0, numbered and shuffled exactly as the online pipeline."""
 
+    if hasattr(source, "set_epoch"):  # sources that shuffle per epoch: epoch 0, as online
+        source.set_epoch(0)
+
     def numbered():
         for i, value in enumerate(iter(source)):
             element = as_element(value)
@@ -169,6 +172,10 @@ class _ReadStreamShardFn(beam.DoFn):
     def __init__(self, source, batch_size):
         self._source, self._batch_size = source, batch_size
         self._records = Metrics.counter(NAMESPACE, "records_read")
+
+    def setup(self):
+        if hasattr(self._source, "set_epoch"):
+            self._source.set_epoch(0)
 
     def process(self, shard: int):
         def records():

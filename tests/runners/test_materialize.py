@@ -226,3 +226,21 @@ def test_empty_source_commits_empty_shards(tmp_path):
                            str(tmp_path / "empty"), num_shards=2)
     assert shardset.num_records == 0 and len(shardset.shard_paths) == 2
     assert all(os.path.exists(p) for p in shardset.shard_paths)
+
+
+def test_full_pass_statistics_operator_matches_online(tmp_path, pipeline):
+    from datarax_beam import OperatorNode, from_source
+    from datarax_beam.core.operator import OperatorConfig
+    from datarax_beam.operators.statistics import StatisticsOperator
+    from datarax_beam.statistics import StatSpec
+
+    standardize = StatisticsOperator(
+        OperatorConfig(),
+        fn=lambda e, k, s: e.update_data(
+            {"image": (e.data["image"] - s["image"]["mean"]) / s["image"]["std"]}),
+        statistics=[StatSpec("image", axes="all")],
+    )
+    p = from_source(pipeline.source, 64) >> OperatorNode(standardize)
+    shardset = materialize(p, str(tmp_path / "stats"), num_shards=2)
+    np.testing.assert_array_equal(read_all(shardset.path)["image"], online_columns(p)["image"])
+    assert set(shardset.statistics) == {"image"} and "mean" in shardset.statistics["image"]
