@@ -141,7 +141,9 @@ def run(
         sizes = tuple(t.stop - t.start for t in tasks)
     else:
         shards = num_shards or 1
-        if is_sharded_stream(source) and pipeline.shuffle_node is None:
+        # Parallel shard reads reproduce the online numbering only for an unshuffled stream.
+        shuffled = bool(getattr(source.config, "shuffle", False)) or pipeline.shuffle_node is not None
+        if is_sharded_stream(source) and not shuffled:
             chunks = p | "Read" >> ReadStreamShards(source, bs)
         else:
             chunks = p | "Read" >> ReadSequential(source, bs, pipeline.shuffle_node)

@@ -199,8 +199,10 @@ def _globalize(chunk: Chunk, counts: dict[int, int]) -> Chunk:
 class ReadStreamShards(beam.PTransform):
     """Reads a streaming source's shards in parallel (``n_shards``, ``iter_shard(i)``).
 
-    The source's own iteration must be its shards in order, so record ``j`` of shard ``i`` has the
-    global position ``sum(len(shard k) for k < i) + j`` — the number the online pipeline gives it.
+    The source's own (unshuffled) iteration must be its shards in order, so record ``j`` of shard
+    ``i`` has the global position ``sum(len(shard k) for k < i) + j`` — the number the online
+    pipeline gives it (the `ShardedStreamingSource` contract). Shuffled streams are read with
+    `ReadSequential` instead.
     """
 
     def __init__(self, source: Any, batch_size: int):
