@@ -146,7 +146,8 @@ class Pipeline(nnx.Module, pytree=False):
         return compute_over_batches(specs, batches())
 
     def fingerprint(self) -> str:
-        return ChainKernel(self.bound_operators()).fingerprint() if self.operators else "identity"
+        """Identifies the operator chain (code, configs, seeds); statistics are recorded apart."""
+        return ChainKernel(self.operators).fingerprint() if self.operators else "identity"
 
     # -- state -------------------------------------------------------------------------------
     def get_state(self) -> dict[str, int]:

@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
 from datarax_beam.dag.pipeline import Pipeline
+from datarax_beam.operators.statistics import bind_statistics, statistics_consumers
 from datarax_beam.runners.options import (
     build_options,
     in_process_single_worker,
@@ -29,6 +30,7 @@ from datarax_beam.runners.options import (
 )
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.shardset import COMPRESSIONS, ShardSet
+from datarax_beam.statistics import BLOCK_SIZE, Statistics
 from datarax_beam.transforms.commit import TMP_PREFIX, Commit, prepare_output_dir, read_committed
 from datarax_beam.transforms.operators import ApplyOperators
 from datarax_beam.transforms.readers import (
@@ -37,9 +39,11 @@ from datarax_beam.transforms.readers import (
     ReadSequential,
     ReadStreamShards,
     is_sharded_stream,
+    plan_block_tasks,
     plan_tasks,
 )
 from datarax_beam.transforms.staging import index_reader, save_array, unregister_in_process
+from datarax_beam.transforms.statistics import AnalyzeStatistics, add_statistics
 from datarax_beam.transforms.writer import WriteShards, output_permutation
 from datarax_beam.version import __version__
 
@@ -70,17 +74,41 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _bound_chain(pipeline: Pipeline) -> tuple[list, dict | None]:
-    """The operator chain with full-pass statistics bound, as the online kernel runs it.
+def _statistics_graph(p, pipeline: Pipeline, batch_size: int, read_for_analysis):
+    """Adds one Beam analysis branch per operator that needs statistics not given.
 
-    Missing statistics are computed by the pipeline (one pass over the source in this process);
-    they are recorded in ``shardset.json`` so held-out data can be transformed identically.
+    Each branch reads the source again (index order, epoch 0, one chunk per statistics block),
+    runs the operators before the consumer, and analyzes their output (`AnalyzeStatistics`).
+    Returns (operators, static statistics JSON or None, statistics side input or None): when
+    every statistic is given, the operators are bound here and no branch is added.
     """
-    if not hasattr(pipeline, "bound_operators"):
-        return list(pipeline.operators), None
-    operators = pipeline.bound_operators()
-    stats = pipeline.statistics
-    return operators, (stats.to_json() if len(stats) else None)
+    operators = list(pipeline.operators)
+    given = Statistics(pipeline._given_statistics or {})
+    known = set(given)
+    stats_pc = None
+    for k in statistics_consumers(operators):
+        missing = [s for s in operators[k].statistics_specs() if s.name not in known]
+        if not missing:
+            continue
+        if stats_pc is None:
+            stats_pc = p | "GivenStatistics" >> beam.Create([given.to_json()])
+        needs = any(i in statistics_consumers(operators) for i in range(k))
+        new = (
+            read_for_analysis(f"AnalyzeRead{k}")
+            | f"AnalyzeOperators{k}" >> ApplyOperators(operators[:k], batch_size, epoch=0,
+                                                       statistics=stats_pc if needs else None)
+            | f"Analyze{k}" >> AnalyzeStatistics(missing)
+        )
+        stats_pc = add_statistics(stats_pc, new, f"Statistics{k}")
+        known |= {s.name for s in missing}
+    if stats_pc is not None:
+        return operators, None, stats_pc
+
+    def not_given(prefix, specs):
+        raise KeyError(f"Statistics {[s.name for s in specs]} are missing")
+
+    operators, _ = bind_statistics(operators, given, not_given)
+    return operators, (given.to_json() if len(given) else None), None
 
 
 def _check(pipeline, output_dir, num_shards, compression, batch_size):
@@ -139,22 +167,33 @@ def run(
         reader = index_reader(source, staging, in_process_token=token)
         chunks = p | "Read" >> ReadIndexRanges(reader, tasks, order_path, bs, spread=not single)
         sizes = tuple(t.stop - t.start for t in tasks)
+
+        def read_for_analysis(label):  # index order, one chunk per statistics block
+            block_tasks = plan_block_tasks(n, shards, BLOCK_SIZE)
+            return p | label >> ReadIndexRanges(reader, block_tasks, None, BLOCK_SIZE, spread=not single)
     else:
         shards = num_shards or 1
         # Parallel shard reads reproduce the online numbering only for an unshuffled stream.
         shuffled = bool(getattr(source.config, "shuffle", False)) or pipeline.shuffle_node is not None
-        if is_sharded_stream(source) and not shuffled:
-            chunks = p | "Read" >> ReadStreamShards(source, bs)
-        else:
-            chunks = p | "Read" >> ReadSequential(source, bs, pipeline.shuffle_node)
+
+        def read_stream(label, shuffle_node=pipeline.shuffle_node):
+            if is_sharded_stream(source) and not shuffled:
+                return p | label >> ReadStreamShards(source, bs)
+            return p | label >> ReadSequential(source, bs, shuffle_node)
+
+        chunks = read_stream("Read")
         sizes = None
-    operators, statistics = _bound_chain(pipeline)
+
+        def read_for_analysis(label):  # statistics are over epoch 0 in index order: no shuffle
+            return read_stream(label, None)
+
+    operators, statistics, stats_pc = _statistics_graph(p, pipeline, bs, read_for_analysis)
     commit = Commit(output_dir, tmp_dir, shards, compression, int(seed), bool(shuffle),
                     pipeline.fingerprint(), versions, extra, sizes, statistics)
     _ = (
         chunks
-        | "Operators" >> ApplyOperators(operators, bs, epoch=0)
-        | "Write" >> WriteShards(commit, shuffle=shuffle, seed=seed)
+        | "Operators" >> ApplyOperators(operators, bs, epoch=0, statistics=stats_pc)
+        | "Write" >> WriteShards(commit, shuffle=shuffle, seed=seed, statistics=stats_pc)
     )
     try:
         result = p.run()

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from datarax_beam.shards.codec import Schema, SchemaError
+from datarax_beam.statistics.analyzer import Statistics
 
 SHARDSET_FILE = "shardset.json"
 ERRORS_DIR = "errors"
@@ -58,7 +59,7 @@ class ShardSet:
       compression, seed, shuffle: how the shards were written.
       fingerprint: identifies the operator chain and source that produced the data.
       num_failed: records that went to the dead-letter output instead of the shards.
-      statistics: full-pass statistics, when computed.
+      statistics: full-pass statistics (`Statistics`), when the chain used any.
       versions: library versions of the writer.
     """
 
@@ -102,7 +103,7 @@ class ShardSet:
             "fingerprint": self.fingerprint,
             "schema": self.schema.to_json(),
             "shards": [dataclasses.asdict(s) for s in self.shards],
-            "statistics": self.statistics,
+            "statistics": self.statistics.to_json() if hasattr(self.statistics, "to_json") else self.statistics,
             "versions": dict(self.versions),
             **({"extra": dict(self.extra)} if self.extra else {}),
         }
@@ -129,7 +130,7 @@ class ShardSet:
             shuffle=bool(d.get("shuffle", False)),
             fingerprint=str(d.get("fingerprint", "")),
             num_failed=int(d.get("num_failed", 0)),
-            statistics=d.get("statistics"),
+            statistics=Statistics.from_json(d["statistics"]) if d.get("statistics") else None,
             versions=d.get("versions", {}),
             extra=d.get("extra", {}),
         )

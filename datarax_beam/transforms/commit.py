@@ -181,8 +181,11 @@ class FinalizeShardsFn(beam.DoFn):
     def __init__(self, commit: Commit):
         self._commit = commit
 
-    def process(self, parts):
-        yield finalize(parts, self._commit).dumps()
+    def process(self, parts, statistics: dict | None = None):
+        commit = self._commit
+        if statistics:
+            commit = commit._replace(statistics=statistics)
+        yield finalize(parts, commit).dumps()
 
 
 def is_committed(output_dir: str) -> bool:

@@ -15,6 +15,8 @@ from apache_beam.metrics import Metrics
 
 from datarax_beam.core.operator import OperatorModule
 from datarax_beam.kernels import ChainKernel
+from datarax_beam.operators.statistics import StatisticsOperator, bind_statistics
+from datarax_beam.statistics import Statistics
 from datarax_beam.transforms.readers import NAMESPACE, Chunk
 
 
@@ -30,6 +32,10 @@ class ApplyOperatorsFn(beam.DoFn):
       operators: the chain (pickled with the DoFn; each operator is small: config + base key).
       batch_size: the kernel's fixed padded batch size.
       epoch: the epoch whose keys to use (0, the first online epoch).
+
+    Operators that need full-pass statistics and are not bound yet get them from the
+    ``statistics`` side input (a JSON dict) in the first ``process`` call; the kernel is built
+    then, once per worker.
     """
 
     def __init__(self, operators: Sequence[OperatorModule], batch_size: int, epoch: int = 0):
@@ -49,8 +55,23 @@ class ApplyOperatorsFn(beam.DoFn):
         state["_kernel"] = None  # never pickle jitted state
         return state
 
+    def _needs_statistics(self) -> bool:
+        return any(isinstance(op, StatisticsOperator) and not op.is_bound for op in self._operators)
+
+    def _build(self, statistics: dict | None) -> ChainKernel:
+        operators = self._operators
+        if self._needs_statistics():
+            if statistics is None:
+                raise RuntimeError("The operator chain needs full-pass statistics, but none were provided")
+
+            def missing(prefix, specs):
+                raise KeyError(f"Statistics {[s.name for s in specs]} were not computed by the job")
+
+            operators, _ = bind_statistics(operators, Statistics.from_json(statistics), missing)
+        return ChainKernel(operators, pad_to=self._batch_size)
+
     def setup(self):
-        self._kernel = ChainKernel(self._operators, pad_to=self._batch_size)
+        self._kernel = None if self._needs_statistics() else self._build(None)
         self._seen_compiles = 0
         self._bundles_seen = 0
 
@@ -60,9 +81,12 @@ class ApplyOperatorsFn(beam.DoFn):
 
     def finish_bundle(self):
         self._worker_bundles.set(self._bundles_seen)
-        self._worker_compiles.set(self._kernel.compile_count)
+        if self._kernel is not None:
+            self._worker_compiles.set(self._kernel.compile_count)
 
-    def process(self, chunk: Chunk):
+    def process(self, chunk: Chunk, statistics: dict | None = None):
+        if self._kernel is None:
+            self._kernel = self._build(statistics)
         kernel = self._kernel
         start = time.perf_counter()
         columns = kernel(chunk.columns, chunk.indices, self._epoch)
@@ -77,9 +101,13 @@ class ApplyOperatorsFn(beam.DoFn):
 class ApplyOperators(beam.PTransform):
     """The composite form of `ApplyOperatorsFn` (a no-op copy when the chain is empty)."""
 
-    def __init__(self, operators: Sequence[OperatorModule], batch_size: int, epoch: int = 0):
+    def __init__(self, operators: Sequence[OperatorModule], batch_size: int, epoch: int = 0,
+                 statistics=None):
         super().__init__()
         self._fn = ApplyOperatorsFn(operators, batch_size, epoch)
+        self._statistics = statistics  # a singleton PCollection of statistics JSON, or None
 
     def expand(self, chunks):
-        return chunks | "Kernel" >> beam.ParDo(self._fn)
+        if self._statistics is None:
+            return chunks | "Kernel" >> beam.ParDo(self._fn)
+        return chunks | "Kernel" >> beam.ParDo(self._fn, statistics=beam.pvalue.AsSingleton(self._statistics))

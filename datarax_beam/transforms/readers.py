@@ -65,6 +65,15 @@ def plan_tasks(num_records: int, num_shards: int) -> list[ShardTask]:
     return tasks
 
 
+def plan_block_tasks(num_records: int, num_tasks: int, block_size: int) -> list[ShardTask]:
+    """About ``num_tasks`` contiguous tasks whose boundaries are multiples of ``block_size``."""
+    blocks = -(-num_records // block_size)
+    tasks = []
+    for i, t in enumerate(plan_tasks(blocks, max(1, min(num_tasks, blocks)))):
+        tasks.append(ShardTask(i, t.start * block_size, min(t.stop * block_size, num_records)))
+    return tasks
+
+
 class _ReadTaskFn(beam.DoFn):
     def __init__(self, reader: IndexReader, order_path: str | None, batch_size: int):
         self._reader, self._order_path, self._batch_size = reader, order_path, batch_size

@@ -181,9 +181,10 @@ class WriteShards(beam.PTransform):
       total: a singleton PCollection of the record count (needed when not pre-assigned).
     """
 
-    def __init__(self, commit: Commit, *, shuffle: bool = False, seed: int = 0):
+    def __init__(self, commit: Commit, *, shuffle: bool = False, seed: int = 0, statistics=None):
         super().__init__()
         self._commit, self._shuffle, self._seed = commit, shuffle, seed
+        self._statistics = statistics  # singleton PCollection of statistics JSON to record, or None
 
     def expand(self, chunks):
         c = self._commit
@@ -202,5 +203,6 @@ class WriteShards(beam.PTransform):
         return (
             parts
             | "AllParts" >> beam.combiners.ToList()
-            | "Commit" >> beam.ParDo(FinalizeShardsFn(c))
+            | "Commit" >> beam.ParDo(FinalizeShardsFn(c), **(
+                {} if self._statistics is None else {"statistics": beam.pvalue.AsSingleton(self._statistics)}))
         )

@@ -1,0 +1,101 @@
+"""Full-pass statistics on Beam: chunks -> block accumulators -> one statistics side input.
+
+The analysis is the one `datarax_beam.statistics.analyzer` runs online: accumulators per fixed
+block of global record indices, merged in block order. Chunks that cover a whole block become an
+accumulator right away (only the tiny accumulator crosses the GroupByKey); pieces of blocks
+split across chunks travel raw and are joined in index order before accumulating. So the result
+is bit-identical across runners, worker counts and chunk sizes, and equals the online result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from datarax_beam.statistics.analyzer import (
+    BLOCK_SIZE,
+    accumulate,
+    assemble_block,
+    finalize,
+    merge_in_order,
+    split_blocks,
+)
+from datarax_beam.statistics.spec import StatSpec
+from datarax_beam.transforms.readers import NAMESPACE, Chunk
+
+
+class _BlockPiecesFn(beam.DoFn):
+    """Cuts a chunk at block boundaries: whole blocks -> accumulators, partial ones -> raw."""
+
+    def __init__(self, specs: Sequence[StatSpec], block_size: int):
+        self._specs, self._block_size = tuple(specs), block_size
+        self._records = Metrics.counter(NAMESPACE, "records_analyzed")
+
+    def process(self, chunk: Chunk):
+        self._records.inc(len(chunk.indices))
+        for block, idx, piece in split_blocks(chunk.columns, chunk.indices, self._block_size):
+            if len(idx) == self._block_size:
+                yield block, ("acc", accumulate(self._specs, piece))
+            else:
+                yield block, ("raw", idx, piece)
+
+
+def _block_accumulator(item, specs):
+    block, pieces = item
+    pieces = list(pieces)
+    accs = [p[1] for p in pieces if p[0] == "acc"]
+    if accs:
+        if len(accs) > 1 or len(pieces) > 1:
+            raise RuntimeError(f"Statistics block {block} was read more than once")
+        return block, accs[0]
+    return block, accumulate(specs, assemble_block((p[1], p[2]) for p in pieces))
+
+
+class _MergeInBlockOrder(beam.CombineFn):
+    """Collects (block, accumulators) pairs; merges them in block order only at the end."""
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, acc, item):
+        acc.append(item)
+        return acc
+
+    def merge_accumulators(self, accs):
+        return [item for acc in accs for item in acc]
+
+    def extract_output(self, acc):
+        blocks = [b for b, _ in acc]
+        if len(blocks) != len(set(blocks)):
+            raise RuntimeError("A statistics block was accumulated twice")
+        return finalize(merge_in_order(acc)).to_json()
+
+
+class AnalyzeStatistics(beam.PTransform):
+    """Chunks (as they are at the analyzed point of the chain) -> a singleton JSON dict.
+
+    Args:
+      specs: the statistics to compute.
+      block_size: records per accumulation block (must match the online analyzer's).
+    """
+
+    def __init__(self, specs: Sequence[StatSpec], block_size: int = BLOCK_SIZE):
+        super().__init__()
+        self._specs, self._block_size = tuple(specs), int(block_size)
+
+    def expand(self, chunks):
+        specs = self._specs
+        return (
+            chunks
+            | "BlockPieces" >> beam.ParDo(_BlockPiecesFn(specs, self._block_size))
+            | "GroupBlocks" >> beam.GroupByKey()
+            | "AccumulateBlocks" >> beam.Map(_block_accumulator, specs)
+            | "MergeInOrder" >> beam.CombineGlobally(_MergeInBlockOrder())
+        )
+
+
+def add_statistics(known, new, label: str):
+    """Singleton PCollection of the union of two statistics dicts (``new`` wins)."""
+    return new | label >> beam.Map(lambda n, k: {**k, **n}, beam.pvalue.AsSingleton(known))
