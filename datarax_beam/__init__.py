@@ -8,6 +8,7 @@ from datarax_beam.core.element import Element, RecordMetadata
 from datarax_beam.dag import OperatorNode, Pipeline, from_source
 from datarax_beam.sources.hf import from_hf  # imports `datasets` only when called
 from datarax_beam.sources.tfds import from_tfds  # imports `tensorflow_datasets` only when called
+from datarax_beam.statistics import Statistics, StatSpec, load_statistics
 from datarax_beam.version import __version__
 
 __all__ = [
@@ -19,6 +20,9 @@ __all__ = [
     "from_hf",
     "from_source",
     "from_tfds",
+    "load_statistics",
+    "Statistics",
+    "StatSpec",
     "materialize",
 ]
 
