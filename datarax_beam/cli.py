@@ -10,11 +10,16 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import glob
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import sys
+import threading
+import time
+import traceback
 from typing import Any
 
 
@@ -39,13 +44,19 @@ def load_target(spec: str) -> Any:
         sys.path.insert(0, os.path.dirname(os.path.abspath(where)))
         try:
             module_spec.loader.exec_module(module)
+        except Exception as e:
+            raise CLIError(f"Target {spec!r}: running {where!r} failed{_where_in(e, where)}: "
+                           f"{type(e).__name__}: {e}") from None
         finally:
             sys.path.pop(0)
     else:
         try:
             module = importlib.import_module(where)
-        except ImportError as e:
+        except ModuleNotFoundError as e:
             raise CLIError(f"Target {spec!r}: cannot import module {where!r}: {e}") from None
+        except Exception as e:
+            raise CLIError(f"Target {spec!r}: importing module {where!r} failed: "
+                           f"{type(e).__name__}: {e}") from None
     if not hasattr(module, name):
         found = sorted(k for k, v in vars(module).items() if isinstance(v, Pipeline))
         raise CLIError(f"Target {spec!r}: {where!r} has no {name!r} (pipelines found: {found or 'none'})")
@@ -57,16 +68,118 @@ def load_target(spec: str) -> Any:
     return target
 
 
-def _cmd_materialize(args: argparse.Namespace, beam_args: list[str]) -> int:
-    import datarax_beam
+def _where_in(error: BaseException, filename: str) -> str:
+    """`` (line N)`` of the deepest frame of ``filename`` in the error's traceback, if any."""
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f" (line {error.lineno})"
+    path = os.path.abspath(filename)
+    lines = [f.lineno for f in traceback.extract_tb(error.__traceback__) if os.path.abspath(f.filename) == path]
+    return f" (line {lines[-1]})" if lines else ""
 
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+class Progress:
+    """A progress display for jobs whose output directory is local (local runners).
+
+    Every ``interval`` seconds it prints one line to ``stream`` with what the job has written so
+    far -- the shard parts under ``OUTPUT/.datarax-tmp-*/`` and the shards already renamed into
+    place (how many shards, their size on disk) -- so a long job shows it is moving. It reports
+    only what is on disk: a shard is counted from the moment its first part is opened.
+    """
+
+    def __init__(self, output_dir: str, stream=None, interval: float = 2.0):
+        self.output_dir, self.stream, self.interval = output_dir, stream or sys.stderr, interval
+        self.start, self.wall_start = time.perf_counter(), time.time()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def snapshot(self) -> str:
+        """The current progress line."""
+        paths = glob.glob(os.path.join(self.output_dir, ".datarax-tmp-*", "data-*"))
+        paths += glob.glob(os.path.join(self.output_dir, "data-*-of-*.array_record"))  # renamed
+        shards, size = set(), 0
+        for p in paths:
+            try:
+                stat = os.stat(p)
+            except OSError:  # renamed or removed at commit meanwhile
+                continue
+            if stat.st_mtime >= self.wall_start - 1:  # not a leftover of an overwritten set
+                shards.add(os.path.basename(p).split(".array_record")[0])
+                size += stat.st_size
+        return (f"materialize: {time.perf_counter() - self.start:6.1f} s  "
+                f"{len(shards)} shards written or being written, {_mib(size)} on disk")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            print(self.snapshot(), file=self.stream, flush=True)
+
+    def __enter__(self) -> Progress:
+        if self.interval > 0 and "://" not in self.output_dir:
+            self._thread = threading.Thread(target=self._loop, name="datarax-progress", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def summary(shardset, counts: dict[str, int], seconds: float) -> str:
+    """The lines ``materialize`` prints when the job has committed."""
+    n = shardset.num_records
+    lines = [
+        f"wrote {n:,} records in {len(shardset.shards)} shard{'s' * (len(shardset.shards) != 1)} "
+        f"({_mib(shardset.total_bytes)}, "
+        f"{shardset.compression}) to {shardset.path}",
+        f"  {seconds:.1f} s, {n / max(seconds, 1e-9):,.0f} records/s (whole job: start-up, "
+        f"compilation and commit included)",
+    ]
+    known = ("records_read", "records_transformed", "records_written", "records_failed",
+             "kernel_compilations")
+    shown = [f"{k} {counts[k]:,}" for k in known if k in counts]
+    if shown:
+        lines.append("  counters: " + ", ".join(shown))
+    if shardset.num_failed:
+        lines.append(f"  {shardset.num_failed:,} records failed: see {shardset.path}/errors/ "
+                     f"(datarax-beam inspect {shardset.path})")
+    return "\n".join(lines)
+
+
+def _cmd_materialize(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from datarax_beam.runners import counters, run
+
+    if ":" not in args.target and any(":" in a and not a.startswith("-") for a in beam_args):
+        raise CLIError(f"Target {args.target!r} is not FILE.py:NAME; put the target right after "
+                       f"`materialize` and Beam flags after it (or write them as --flag=value)")
     pipeline = load_target(args.target)
     kwargs = dict(num_shards=args.num_shards, shuffle=args.shuffle, seed=args.seed,
                   options=beam_args or None, compression=args.compression, overwrite=args.overwrite)
     if args.on_error:
+        if "on_error" not in inspect.signature(run).parameters:
+            raise CLIError("--on-error is not supported by this version of datarax_beam.materialize")
         kwargs["on_error"] = args.on_error
-    shardset = datarax_beam.materialize(pipeline, args.output, **kwargs)
-    print(f"wrote {shardset.num_records:,} records in {len(shardset.shards)} shards to {shardset.path}")
+    runner = next((a.split("=", 1)[1] if "=" in a else "" for a in beam_args if a.startswith("--runner")), "")
+    if not runner and "--runner" in beam_args[:-1]:
+        runner = beam_args[beam_args.index("--runner") + 1]
+    if not args.quiet:
+        print(f"materialize: {args.target} -> {args.output} on {runner or 'DirectRunner (in-process)'}",
+              flush=True)
+    start = time.perf_counter()
+    try:
+        with Progress(args.output, interval=0 if args.quiet else args.progress_interval):
+            done = run(pipeline, args.output, **kwargs)
+    except FileExistsError as e:
+        raise CLIError(f"{e} (pass --overwrite to replace it)") from None
+    seconds = time.perf_counter() - start
+    try:
+        counts = counters(done.result)
+    except Exception:  # a runner without metrics support still committed the shard set
+        counts = {}
+    print(summary(done.shardset, counts, seconds))
     return 0
 
 
@@ -75,12 +188,15 @@ def _cmd_inspect(args: argparse.Namespace, extra: list[str]) -> int:
 
     if extra:
         raise CLIError(f"inspect: unexpected arguments {extra}")
-    if not os.path.exists(args.path):
+    if "://" not in args.path and not os.path.exists(args.path):
         raise CLIError(f"{args.path!r} does not exist")
+    if os.path.isfile(args.path):
+        raise CLIError(f"{args.path!r} is a file; inspect takes a shard-set directory "
+                       f"(the --output of materialize, holding shardset.json)")
     try:
         info = describe(args.path)
-    except FileNotFoundError as e:
-        raise CLIError(str(e)) from None
+    except (OSError, ValueError) as e:  # not committed, unreadable metadata or shard
+        raise CLIError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     if args.json:
         print(json.dumps(info, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v), indent=1))
     else:
@@ -88,7 +204,10 @@ def _cmd_inspect(args: argparse.Namespace, extra: list[str]) -> int:
     if args.plot:
         from datarax_beam.plot import plot_shardset
 
-        plotted = plot_shardset(args.path, args.plot)
+        try:
+            plotted = plot_shardset(args.path, args.plot)
+        except ValueError as e:  # nothing numeric to plot
+            raise CLIError(str(e)) from None
         print(f"plot of {', '.join(plotted)} written to {args.plot}")
     return 0
 
@@ -96,7 +215,7 @@ def _cmd_inspect(args: argparse.Namespace, extra: list[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datarax-beam", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("materialize", help="run a pipeline on Apache Beam and write ArrayRecord shards",
+    m = sub.add_parser("materialize", allow_abbrev=False, help="run a pipeline on Apache Beam and write ArrayRecord shards",
                        epilog="Any other flag is passed to Beam (e.g. --runner, --direct_num_workers).")
     m.add_argument("target", help="FILE.py:NAME or MODULE:NAME of a pipeline (or a function returning one)")
     m.add_argument("--output", required=True, help="output directory (local path or any Beam filesystem URL)")
@@ -106,8 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--compression", default="zstd")
     m.add_argument("--overwrite", action="store_true", help="replace an existing committed shard set")
     m.add_argument("--on-error", choices=["dead_letter", "raise"], default=None)
+    m.add_argument("--progress-interval", type=float, default=2.0, metavar="SECONDS",
+                   help="seconds between progress lines on stderr (0: none)")
+    m.add_argument("--quiet", action="store_true", help="print only the final summary")
     m.set_defaults(func=_cmd_materialize)
-    i = sub.add_parser("inspect", help="describe a shard set: schema, counts, sizes, a sample")
+    i = sub.add_parser("inspect", allow_abbrev=False, help="describe a shard set: schema, counts, sizes, a sample")
     i.add_argument("path")
     i.add_argument("--plot", metavar="PNG", help="write histograms (and sample images) to this PNG")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
