@@ -133,7 +133,7 @@ def main(argv=None) -> dict[str, float]:
     ratios = {"vs_floor": best["reader"] / floor, "vs_grain": best["reader"] / grain_rate}
     print(f"  reader / (a) floor = {ratios['vs_floor']:.2f}x  (goal >= 0.8)")
     print(f"  reader / (b) grain = {ratios['vs_grain']:.2f}x  (goal >= 3)")
-    return ratios
+    return {**ratios, "reader": best["reader"], "floor": floor, "grain": grain_rate}
 
 
 if __name__ == "__main__":

@@ -1,30 +1,144 @@
-"""Runs every benchmark script in this directory (``make bench``); extra args are passed on.
+"""``make bench``: every benchmark, each in a fresh process, then one table of ratios.
 
-Usage: ``python benchmarks/run_all.py [--records N]``
+Runs, in order (each step is a new Python process, so imports, JIT caches and peak RSS of one
+step never leak into the next):
+
+1. ``offline.py`` -- `materialize` vs a hand loop (a) and a naive Beam job (b);
+2. ``reader.py`` -- the NNX shard reader vs ``ArrayRecordDataSource`` (a) and Grain (b);
+3. ``hf_compare.py`` -- (c) `materialize` vs Hugging Face ``map(batched=True)`` + ``save_to_disk``;
+4. ``scaling.py`` once per size (10k, 100k, 1M) -- time per record and peak RSS.
+
+and prints one table built from this run only. ``--write`` also writes it to
+``benchmarks/results.md`` (or ``--results PATH``); nothing is written otherwise.
+
+    python benchmarks/run_all.py [--quick] [--write] [--results PATH]
+
+``--quick`` runs small sizes (a smoke test: seconds, not minutes; its ratios mean little).
 """
 
 from __future__ import annotations
 
-import glob
+import argparse
+import datetime
+import json
 import os
+import platform
 import subprocess
 import sys
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+MARK = "@@RESULT "
 
-def main() -> int:
-    here = os.path.dirname(os.path.abspath(__file__))
-    scripts = sorted(p for p in glob.glob(os.path.join(here, "*.py"))
-                     if not os.path.basename(p).startswith(("_", "run_all")))
-    env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
-    failed = []
-    for script in scripts:
-        print(f"== {os.path.basename(script)}", flush=True)
-        rc = subprocess.call([sys.executable, script, *sys.argv[1:]], env=env)
-        if rc:
-            failed.append(os.path.basename(script))
-    if failed:
-        print(f"failed: {', '.join(failed)}")
-    return 1 if failed else 0
+FULL = {"offline": 100_000, "reader": 100_000, "hf": 100_000, "repeats": 2,
+        "scaling": (10_000, 100_000, 1_000_000)}
+QUICK = {"offline": 4_096, "reader": 4_096, "hf": 4_096, "repeats": 1,
+         "scaling": (1_000, 2_000, 4_000)}
+
+
+def run_step(module: str, args: list[str]) -> dict:
+    """Runs ``module.main(args)`` in a fresh interpreter, echoing its output; returns its result."""
+    code = (f"import json, sys; sys.path.insert(0, {HERE!r}); import {module}; "
+            f"r = {module}.main({args!r}); print({MARK!r} + json.dumps(r), flush=True)")
+    env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
+               HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1",
+               # Beam worker processes unpickle DoFns that refer to the benchmark's module
+               PYTHONPATH=os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p))
+    print(f"== {module}.py {' '.join(args)}", flush=True)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(HERE),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    result = None
+    for line in proc.stdout.splitlines():
+        if line.startswith(MARK):
+            result = json.loads(line[len(MARK):])
+        elif not line.startswith("WARNING:root:apitools"):  # Beam's import-time GCP notice
+            print(line)
+    if proc.returncode or result is None:
+        raise RuntimeError(f"{module}.py {' '.join(args)} failed with exit status {proc.returncode}")
+    return result
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = float("nan")
+    return (f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM; {platform.system()} "
+            f"{platform.release()}; Python {platform.python_version()}")
+
+
+def table(r: dict, sizes: tuple[int, ...], quick: bool) -> str:
+    off, rd, hf, sc = r["offline"], r["reader"], r["hf"], r["scaling"]
+    hand, ours = off["(a) hand loop"], off["ours in-process"]
+    workers = next(v for k, v in off.items() if k.startswith("ours ") and k.endswith("workers"))
+    naive = off.get("(b) naive Beam")
+    n_off, n_hf = f"{FULL_OR_QUICK(quick)['offline']:,}", f"{FULL_OR_QUICK(quick)['hf']:,}"
+
+    def row(what, ours_rate, other_rate, goal):
+        ratio = ours_rate / other_rate
+        ok = "" if goal is None else (" (met)" if ratio >= goal else " (**missed**)")
+        goal_text = "-" if goal is None else f">= {goal:g}x{ok}"
+        return f"| {what} | {ours_rate:,.0f} | {other_rate:,.0f} | **{ratio:.2f}x** | {goal_text} |"
+
+    lines = [
+        f"Measured {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} on {machine()}"
+        + (" (**--quick sizes: a smoke test, not a measurement**)" if quick else "") + ".",
+        "",
+        "| comparison (records/s, same run) | ours | baseline | ratio | goal |",
+        "|---|---:|---:|---:|---|",
+        row(f"offline, {n_off} 28x28 f32: `materialize` in-process vs (a) hand loop", ours, hand, 0.8),
+        row("offline: `materialize` in-process vs (b) naive Beam job", ours, naive, 4) if naive else
+        "| offline: vs (b) naive Beam job | - | skipped | - | >= 4x |",
+        row("offline: `materialize` 2 worker processes vs (a) hand loop", workers, hand, None),
+        row("reader: `ArrayRecordSourceModule` vs (a) `ArrayRecordDataSource` + `np.frombuffer`",
+            rd["reader"], rd["floor"], 0.8),
+        row("reader: `ArrayRecordSourceModule` vs (b) Grain `MapDataset`", rd["reader"], rd["grain"], 3),
+        row(f"(c) `materialize` vs HF `map(batched=True)` + `save_to_disk`, {n_hf} records",
+            hf["ours"], hf["hf"], 4),
+        row("(c') `materialize` vs HF `with_format('numpy').map(batched=True)` + `save_to_disk`",
+            hf["ours"], hf["hf_numpy"], None),
+        "",
+        "| scaling: `materialize` of a generated source | time | us/record | vs smallest | peak RSS | RSS growth during the job |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    first = sc[0]["us_per_record"]
+    for s in sc:
+        lines.append(f"| {s['records']:,} records | {s['seconds']:.1f} s | {s['us_per_record']:.1f} | "
+                     f"{s['us_per_record'] / first:.2f}x | {s['peak_rss_mib']:,.0f} MiB | "
+                     f"+{s['peak_rss_mib'] - s['rss_after_warmup_mib']:,.0f} MiB |")
+    return "\n".join(lines)
+
+
+def FULL_OR_QUICK(quick: bool) -> dict:  # noqa: N802
+    return QUICK if quick else FULL
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument("--write", action="store_true", help="write the table to --results")
+    parser.add_argument("--results", default=os.path.join(HERE, "results.md"))
+    args = parser.parse_args(argv)
+    size = FULL_OR_QUICK(args.quick)
+    reps = str(size["repeats"])
+    results = {
+        "offline": run_step("offline", ["--records", str(size["offline"]), "--repeats", reps]),
+        "reader": run_step("reader", ["--records", str(size["reader"]), "--repeats", reps]),
+        "hf": run_step("hf_compare", ["--records", str(size["hf"]), "--repeats", reps]),
+        "scaling": [run_step("scaling", ["--records", str(n)]) for n in size["scaling"]],
+    }
+    text = table(results, size["scaling"], args.quick)
+    print("\n" + text)
+    if args.write:
+        with open(args.results, "w", encoding="utf-8") as f:
+            f.write("# Benchmark results (`make bench`)\n\n" + text + "\n")
+        print(f"\nwritten to {args.results}")
+    return 0
 
 
 if __name__ == "__main__":
