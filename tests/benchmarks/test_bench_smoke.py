@@ -1,0 +1,31 @@
+"""`make bench` smoke test: ``run_all.py --quick`` runs every benchmark and prints one table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_run_all_quick_prints_and_writes_the_table(tmp_path):
+    results = tmp_path / "results.md"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "run_all.py"), "--quick", "--write",
+         "--results", str(results)],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    for step in ("offline.py", "reader.py", "hf_compare.py", "scaling.py --records 4000"):
+        assert f"== {step}" in out
+    table = results.read_text()
+    assert table.startswith("# Benchmark results (`make bench`)\n\nMeasured ")
+    assert "--quick sizes: a smoke test, not a measurement" in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 2 + 7 + 3  # two headers, seven comparisons, three scaling sizes
+    assert all("**" in r and r.count("x**") == 1 for r in rows[1:8])  # each comparison has a ratio
+    assert [r.split("|")[1].strip() for r in rows[-3:]] == ["1,000 records", "2,000 records", "4,000 records"]
+    assert table.split("\n\n", 1)[1].strip() in out  # the printed table is the written one
