@@ -1,0 +1,155 @@
+"""Every ```python block of docs/*.md and README.md runs, in order, as the reader would run it.
+
+Each document gets a fresh working directory, offline Hugging Face settings, and its own setup
+(`SETUP`): data the prose says exists (``out/mnist`` for reader.md, ``out_dir`` for format.md),
+TFDS's ``mock_data`` for sources.md. Blocks of one document share one namespace and run top to
+bottom, so a block may use what an earlier one defined. After the blocks, `CHECKS` assert what the
+prose promises. A block is left out only when the line before its fence is
+``<!-- no-test: reason -->`` (configuration snippets that need a cluster); keep that rare.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import importlib.util
+import os
+import re
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before `datasets` reads its config: never touch the network
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DOCS = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))) + [os.path.join(ROOT, "README.md")]
+FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+NO_TEST = re.compile(r"<!--\s*no-test:\s*(\S.*?)\s*-->\s*$")
+MAX_OPT_OUTS = 3
+
+
+def python_blocks(path: str) -> list[tuple[int, str, str | None]]:
+    """``(first code line, code, no-test reason or None)`` for each python block of ``path``."""
+    text = open(path, encoding="utf-8").read()
+    blocks = []
+    for m in FENCE.finditer(text):
+        before = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        reason = NO_TEST.search(before)
+        line = text.count("\n", 0, m.start(1)) + 1
+        blocks.append((line, m.group(1), reason.group(1) if reason else None))
+    return blocks
+
+
+# -- per-document setup: what the prose assumes exists --------------------------------------------
+def _example_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"_docs_{name}", os.path.join(ROOT, "examples", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def setup_reader(ns: dict):
+    from datarax_beam.shards.writer import write_shardset
+
+    rng = np.random.default_rng(0)
+    write_shardset("out/mnist", {"image": rng.random((600, 28, 28), dtype=np.float32),
+                                 "label": (np.arange(600) % 10).astype(np.int32)}, num_shards=3)
+    # the training-loop block is "condensed from examples/train_reader.py": it uses its model,
+    # train step and helpers, and the shard set that example writes.
+    example = _example_module("train_reader")
+    ns.update({k: v for k, v in vars(example).items() if not k.startswith("__")})
+    example.write_toy_data("shards", 256)
+    return contextlib.nullcontext()
+
+
+def setup_format(ns: dict):
+    from datarax_beam.shards.writer import write_shardset
+
+    batch = {"x": np.arange(12, dtype=np.float32).reshape(6, 2), "label": np.arange(6, dtype=np.int32),
+             "s": np.array([f"s{i}" for i in range(6)], dtype=object),
+             "r": np.array([np.arange(i, dtype=np.int16) for i in range(6)], dtype=object)}
+    write_shardset("out_dir", batch, num_shards=2)
+    ns["_expected"] = batch
+    return contextlib.nullcontext()
+
+
+def setup_sources(ns: dict):
+    import tensorflow_datasets as tfds
+
+    return tfds.testing.mock_data(num_examples=100)
+
+
+SETUP = {"reader.md": setup_reader, "format.md": setup_format, "sources.md": setup_sources}
+
+
+# -- per-document checks: what the prose promises --------------------------------------------------
+def check_reader(ns: dict):
+    model, optimizer, data = ns["model"], ns["optimizer"], ns["data"]
+    ns["train"](model, optimizer, data, start=0, steps=4, every=2, ckpt="ckpt.msgpack")
+    fresh = ns["build"]("shards/", 32)
+    ns["restore"]("ckpt.msgpack", *fresh)  # model, optimizer and data position of step 4
+    np.testing.assert_array_equal(next(iter(fresh[2]))["x"], next(iter(data))["x"])
+
+
+def check_format(ns: dict):
+    columns, expected = ns["columns"], ns["_expected"]
+    np.testing.assert_array_equal(columns["x"], expected["x"])
+    assert columns["s"] == list(expected["s"])
+    assert [r.tolist() for r in columns["r"]] == [r.tolist() for r in expected["r"]]
+
+
+def check_sources(ns: dict):
+    assert len(ns["test_source"]) == 100 and len(ns["local"]) == 50  # mock MNIST, the local split
+    assert ns["batch"]["record"][0] == b"record 0"
+
+
+CHECKS = {"reader.md": check_reader, "format.md": check_format, "sources.md": check_sources}
+
+
+@pytest.fixture
+def offline_hf(monkeypatch, tmp_path):
+    import datasets
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[os.path.relpath(d, ROOT) for d in DOCS])
+def test_doc_examples_run(doc, tmp_path, monkeypatch, offline_hf):
+    name = os.path.basename(doc)
+    blocks = [b for b in python_blocks(doc) if b[2] is None]
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    ns: dict = {"__name__": f"docs_{name.replace('.', '_')}"}
+    with SETUP.get(name, lambda ns: contextlib.nullcontext())(ns):
+        for line, code, _ in blocks:
+            # pad so that tracebacks give the line number in the markdown file
+            exec(compile("\n" * (line - 1) + code, doc, "exec"), ns)
+        if name in CHECKS:
+            CHECKS[name](ns)
+
+
+def test_every_doc_is_linked_and_opt_outs_are_rare():
+    docs = [os.path.basename(d) for d in DOCS if os.path.dirname(d).endswith("docs")]
+    index = open(os.path.join(ROOT, "docs", "index.md"), encoding="utf-8").read()
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    for doc in docs:
+        if doc != "index.md":
+            assert f"]({doc})" in index, f"docs/index.md does not link {doc}"
+        assert f"](docs/{doc})" in readme, f"README.md does not link docs/{doc}"
+    for expected in ("offline.md", "reader.md", "format.md", "sources.md", "benchmarks.md"):
+        assert expected in docs
+    opted_out = [(os.path.basename(d), line, reason) for d in DOCS for line, _, reason in python_blocks(d) if reason]
+    assert len(opted_out) <= MAX_OPT_OUTS, opted_out
+    assert sum(len(python_blocks(d)) for d in DOCS) >= 20
+
+
+def test_block_extraction_honours_no_test(tmp_path):
+    md = tmp_path / "x.md"
+    md.write_text("text\n```python\na = 1\n```\n<!-- no-test: needs a Dataflow project -->\n"
+                  "```python\nraise SystemExit\n```\n```bash\nls\n```\n")
+    assert python_blocks(str(md)) == [(3, "a = 1\n", None), (7, "raise SystemExit\n", "needs a Dataflow project")]
