@@ -41,8 +41,10 @@ def run_step(module: str, args: list[str]) -> dict:
             f"r = {module}.main({args!r}); print({MARK!r} + json.dumps(r), flush=True)")
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
                HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1",
-               # Beam worker processes unpickle DoFns that refer to the benchmark's module
-               PYTHONPATH=os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p))
+               # Beam worker processes unpickle DoFns that refer to the benchmark's module, and
+               # must import datarax_beam from this tree
+               PYTHONPATH=os.pathsep.join(p for p in (HERE, os.path.dirname(HERE),
+                                                      os.environ.get("PYTHONPATH")) if p))
     print(f"== {module}.py {' '.join(args)}", flush=True)
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=os.path.dirname(HERE),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
