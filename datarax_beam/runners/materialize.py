@@ -32,6 +32,7 @@ from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.shardset import COMPRESSIONS, ShardSet
 from datarax_beam.statistics import BLOCK_SIZE, Statistics
 from datarax_beam.transforms.commit import TMP_PREFIX, Commit, prepare_output_dir, read_committed
+from datarax_beam.transforms.dead_letter import ErrorPolicy, check_on_error
 from datarax_beam.transforms.operators import ApplyOperators
 from datarax_beam.transforms.readers import (
     NAMESPACE,
@@ -74,7 +75,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _statistics_graph(p, pipeline: Pipeline, batch_size: int, read_for_analysis):
+def _statistics_graph(p, pipeline: Pipeline, batch_size: int, read_for_analysis, policy: ErrorPolicy):
     """Adds one Beam analysis branch per operator that needs statistics not given.
 
     Each branch reads the source again (index order, epoch 0, one chunk per statistics block),
@@ -96,7 +97,8 @@ def _statistics_graph(p, pipeline: Pipeline, batch_size: int, read_for_analysis)
         new = (
             read_for_analysis(f"AnalyzeRead{k}")
             | f"AnalyzeOperators{k}" >> ApplyOperators(operators[:k], batch_size, epoch=0,
-                                                       statistics=stats_pc if needs else None)
+                                                       statistics=stats_pc if needs else None,
+                                                       policy=policy)
             | f"Analyze{k}" >> AnalyzeStatistics(missing)
         )
         stats_pc = add_statistics(stats_pc, new, f"Statistics{k}")
@@ -111,7 +113,7 @@ def _statistics_graph(p, pipeline: Pipeline, batch_size: int, read_for_analysis)
     return operators, (given.to_json() if len(given) else None), None
 
 
-def _check(pipeline, output_dir, num_shards, compression, batch_size):
+def _check(pipeline, output_dir, num_shards, compression, batch_size, on_error, check_finite):
     if not isinstance(pipeline, Pipeline):
         raise TypeError(f"`pipeline` must be a datarax_beam Pipeline (from_source(...)), got {type(pipeline).__name__}")
     if not isinstance(output_dir, (str, os.PathLike)):
@@ -121,6 +123,9 @@ def _check(pipeline, output_dir, num_shards, compression, batch_size):
             raise ValueError(f"`{name}` must be an int >= 1 or None, got {value!r}")
     if compression not in COMPRESSIONS:
         raise ValueError(f"Unknown compression {compression!r}; expected one of {COMPRESSIONS}")
+    check_on_error(on_error)
+    if not isinstance(check_finite, bool):
+        raise TypeError(f"`check_finite` must be a bool, got {check_finite!r}")
 
 
 def run(
@@ -134,9 +139,11 @@ def run(
     compression: str = "zstd",
     overwrite: bool = False,
     batch_size: int | None = None,
+    on_error: str = "dead_letter",
+    check_finite: bool = False,
 ) -> Materialized:
     """Like `materialize`, but also returns the Beam `PipelineResult` (metrics, state)."""
-    _check(pipeline, output_dir, num_shards, compression, batch_size)
+    _check(pipeline, output_dir, num_shards, compression, batch_size, on_error, check_finite)
     output_dir = os.fspath(output_dir)
     if "://" not in output_dir:
         output_dir = os.path.abspath(output_dir)
@@ -149,6 +156,7 @@ def run(
     bs = batch_size or pipeline.batch_size
     versions = _versions()
     extra = {"source_info": source.source_info(), "batch_size": bs, "epoch": 0}
+    policy = ErrorPolicy(on_error, check_finite, extra["source_info"])
     single = in_process_single_worker(opts)
     token = uuid.uuid4().hex if single else None
 
@@ -165,12 +173,13 @@ def run(
             save_array(order_path, order)
         tasks = plan_tasks(n, shards)
         reader = index_reader(source, staging, in_process_token=token)
-        chunks = p | "Read" >> ReadIndexRanges(reader, tasks, order_path, bs, spread=not single)
+        chunks = p | "Read" >> ReadIndexRanges(reader, tasks, order_path, bs, spread=not single, policy=policy)
         sizes = tuple(t.stop - t.start for t in tasks)
 
         def read_for_analysis(label):  # index order, one chunk per statistics block
             block_tasks = plan_block_tasks(n, shards, BLOCK_SIZE)
-            return p | label >> ReadIndexRanges(reader, block_tasks, None, BLOCK_SIZE, spread=not single)
+            return p | label >> ReadIndexRanges(reader, block_tasks, None, BLOCK_SIZE, spread=not single,
+                                                policy=policy)
     else:
         shards = num_shards or 1
         # Parallel shard reads reproduce the online numbering only for an unshuffled stream.
@@ -182,18 +191,18 @@ def run(
             return p | label >> ReadSequential(source, bs, shuffle_node)
 
         chunks = read_stream("Read")
-        sizes = None
+        sizes = order_path = None
 
         def read_for_analysis(label):  # statistics are over epoch 0 in index order: no shuffle
             return read_stream(label, None)
 
-    operators, statistics, stats_pc = _statistics_graph(p, pipeline, bs, read_for_analysis)
+    operators, statistics, stats_pc = _statistics_graph(p, pipeline, bs, read_for_analysis, policy)
     commit = Commit(output_dir, tmp_dir, shards, compression, int(seed), bool(shuffle),
-                    pipeline.fingerprint(), versions, extra, sizes, statistics)
+                    pipeline.fingerprint(), versions, extra, sizes, statistics, on_error, order_path)
     _ = (
         chunks
-        | "Operators" >> ApplyOperators(operators, bs, epoch=0, statistics=stats_pc)
-        | "Write" >> WriteShards(commit, shuffle=shuffle, seed=seed, statistics=stats_pc)
+        | "Operators" >> ApplyOperators(operators, bs, epoch=0, statistics=stats_pc, policy=policy)
+        | "Write" >> WriteShards(commit, shuffle=shuffle, seed=seed, statistics=stats_pc, policy=policy)
     )
     try:
         result = p.run()
@@ -217,6 +226,8 @@ def materialize(
     compression: str = "zstd",
     overwrite: bool = False,
     batch_size: int | None = None,
+    on_error: str = "dead_letter",
+    check_finite: bool = False,
 ) -> ShardSet:
     """Runs ``pipeline`` on Apache Beam and commits its output as an ArrayRecord shard set.
 
@@ -235,13 +246,21 @@ def materialize(
       compression: ``zstd``, ``brotli``, ``snappy`` or ``uncompressed``.
       overwrite: replace an existing committed shard set in ``output_dir``.
       batch_size: the kernel's padded batch size (default: the pipeline's batch size).
+      on_error: ``"dead_letter"`` (default): a record whose read, operators or encoding raises,
+        or whose schema differs from the shard set's, is not written but recorded in
+        ``output_dir/errors/`` (JSON lines) and counted (``ShardSet.num_failed``, counter
+        ``records_failed``); its shard is one record shorter. ``"raise"``: the job fails on the
+        first bad record, naming its index and stage, and nothing is committed. See
+        ``docs/reliability.md``.
+      check_finite: also treat records with NaN or Inf in a float feature as bad.
 
     Returns:
-      the committed `ShardSet` (path, record count, shard paths, schema).
+      the committed `ShardSet` (path, record count, shard paths, schema, failed records).
 
     Raises:
       FileExistsError: ``output_dir`` is committed and ``overwrite`` is False.
-      RuntimeError: the Beam job failed (no ``shardset.json`` is written).
+      RuntimeError: the Beam job failed (no ``shardset.json`` is written); with
+        ``on_error="raise"`` its message names the first bad record's index and stage.
 
     Example:
       >>> import tempfile, numpy as np
@@ -253,7 +272,7 @@ def materialize(
     """
     return run(pipeline, output_dir, num_shards=num_shards, shuffle=shuffle, seed=seed,
                options=options, compression=compression, overwrite=overwrite,
-               batch_size=batch_size).shardset
+               batch_size=batch_size, on_error=on_error, check_finite=check_finite).shardset
 
 
 def counters(result: Any) -> dict[str, int]:

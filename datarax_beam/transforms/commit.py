@@ -15,16 +15,26 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
 
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.codec import Schema
-from datarax_beam.shards.shardset import SHARDSET_FILE, ShardInfo, ShardSet
+from datarax_beam.shards.shardset import ERRORS_DIR, SHARDSET_FILE, ShardInfo, ShardSet
+from datarax_beam.transforms import dead_letter, reconcile
+from datarax_beam.transforms.dead_letter import ErrorPolicy
+from datarax_beam.transforms.readers import NAMESPACE
 
 TMP_PREFIX = ".datarax-tmp-"
 
 
 class PartInfo(NamedTuple):
-    """One written temp file: output positions ``[start, stop)`` of ``shard``."""
+    """One written temp file: output positions ``[start, stop)`` of ``shard``.
+
+    ``num_failed`` of those positions failed: the file holds the other records, in order, and
+    ``errors`` (a JSON-lines temp file) holds the failed ones' dead-letter entries.
+    ``index_path`` (a temp ``.npy``) has the written records' source indices when the commit
+    cannot derive them from the position.
+    """
 
     shard: int
     start: int
@@ -32,6 +42,13 @@ class PartInfo(NamedTuple):
     path: str
     num_bytes: int
     schema: dict | None
+    num_failed: int = 0
+    errors: str | None = None
+    index_path: str | None = None
+
+    @property
+    def num_written(self) -> int:
+        return self.stop - self.start - self.num_failed
 
 
 class Commit(NamedTuple):
@@ -48,6 +65,8 @@ class Commit(NamedTuple):
     extra: dict
     shard_sizes: tuple[int, ...] | None  # expected records per shard, when known up front
     statistics: dict | None = None  # full-pass statistics (JSON form) the chain used
+    on_error: str = "dead_letter"
+    order_path: str | None = None  # staged source indices in output order (None: identity)
 
 
 def _local_copy(path: str) -> tuple[str, str | None]:
@@ -112,8 +131,23 @@ def _shard_parts(parts: list[PartInfo], shard: int, start: int, stop: int) -> li
     return chosen
 
 
+#: Test-only fault injection: called after the shards are renamed, before ``shardset.json``.
+_before_marker = None
+
+
 def finalize(parts: Iterable[PartInfo], commit: Commit) -> ShardSet:
-    """Renames parts to final shard names, writes ``shardset.json`` last, removes temp files."""
+    return _finalize(parts, commit)[0]
+
+
+def _finalize(parts: Iterable[PartInfo], commit: Commit) -> tuple[ShardSet, int]:
+    """`finalize`, plus the number of records the schema check failed.
+
+    Renames parts to final shard names, writes dead letters to ``errors/``, writes
+    ``shardset.json`` last, removes temp files.
+
+    Every planned output position must be covered exactly once by the parts kept (duplicates
+    from retried bundles are dropped): by a written record or by a failed record's entry.
+    """
     parts = [PartInfo(*p) for p in parts]
     per_shard: dict[int, list[PartInfo]] = {i: [] for i in range(commit.num_shards)}
     for p in parts:
@@ -124,11 +158,23 @@ def finalize(parts: Iterable[PartInfo], commit: Commit) -> ShardSet:
         total = sum(stop - start for _, start, stop in {(p.shard, p.start, p.stop) for p in parts})
         base, extra = divmod(total, commit.num_shards)
         sizes = [base + (1 if i < extra else 0) for i in range(commit.num_shards)]
-    schema: Schema | None = None
-    infos, start = [], 0
+    chosen_by_shard, start = {}, 0
     for shard in range(commit.num_shards):
-        stop = start + sizes[shard]
-        chosen = _shard_parts(per_shard[shard], shard, start, stop)
+        chosen_by_shard[shard] = _shard_parts(per_shard[shard], shard, start, start + sizes[shard])
+        start += sizes[shard]
+    chosen_all = [p for ps in chosen_by_shard.values() for p in ps]
+    policy = ErrorPolicy(commit.on_error, source=commit.extra.get("source_info"))
+    dropped, schema_failures = reconcile.violations(chosen_all, commit, policy)
+    schema: Schema | None = None
+    infos, num_failed = [], 0
+    for shard in range(commit.num_shards):
+        chosen = chosen_by_shard[shard]
+        failures = [e for p in chosen for e in reconcile.read_entries(p.errors)]
+        failures += schema_failures.get(shard, [])
+        if failures:
+            write_errors(commit.output_dir, shard, commit.num_shards, failures)
+            num_failed += len(failures)
+        chosen = [p for p in chosen if p.path not in dropped]
         name = ss.shard_name(shard, commit.num_shards)
         dest = ss.join(commit.output_dir, name)
         for p in chosen:
@@ -143,17 +189,32 @@ def finalize(parts: Iterable[PartInfo], commit: Commit) -> ShardSet:
             size = _concat(chosen, dest, commit.compression)
         else:
             size = _write_local_then_put(dest, [], commit.compression)
-        infos.append(ShardInfo(name, stop - start, size))
-        start = stop
+        infos.append(ShardInfo(name, sum(p.num_written for p in chosen), size))
     shardset = ShardSet(
         path=commit.output_dir, shards=tuple(infos), schema=schema or Schema(()),
         compression=commit.compression, seed=commit.seed, shuffle=commit.shuffle,
-        fingerprint=commit.fingerprint, statistics=commit.statistics, versions=commit.versions,
-        extra=commit.extra,
+        fingerprint=commit.fingerprint, num_failed=num_failed, statistics=commit.statistics,
+        versions=commit.versions, extra=commit.extra,
     )
+    if _before_marker is not None:
+        _before_marker(shardset)
     write_marker(shardset)
     remove(commit.tmp_dir)
-    return shardset
+    return shardset, sum(map(len, schema_failures.values()))
+
+
+def errors_name(shard: int, num_shards: int) -> str:
+    return f"errors-{shard:05d}-of-{num_shards:05d}.jsonl"
+
+
+def write_errors(output_dir: str, shard: int, num_shards: int, entries: list[dict]) -> None:
+    """``output_dir/errors/errors-SSSSS-of-NNNNN.jsonl``: one JSON object per failed record."""
+    directory = ss.join(output_dir, ERRORS_DIR)
+    if not FileSystems.exists(directory):
+        FileSystems.mkdirs(directory)
+    data = dead_letter.dumps(sorted(entries, key=lambda e: e["position"]))
+    with FileSystems.create(ss.join(directory, errors_name(shard, num_shards))) as f:
+        f.write(data)
 
 
 def write_marker(shardset: ShardSet) -> None:
@@ -180,12 +241,15 @@ class FinalizeShardsFn(beam.DoFn):
 
     def __init__(self, commit: Commit):
         self._commit = commit
+        self._failed = Metrics.counter(NAMESPACE, "records_failed")
 
     def process(self, parts, statistics: dict | None = None):
         commit = self._commit
         if statistics:
             commit = commit._replace(statistics=statistics)
-        yield finalize(parts, commit).dumps()
+        shardset, schema_failed = _finalize(parts, commit)
+        self._failed.inc(schema_failed)  # writers counted the other failures
+        yield shardset.dumps()
 
 
 def is_committed(output_dir: str) -> bool:
@@ -213,7 +277,8 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
         FileSystems.mkdirs(output_dir)
         return
     prefix = ss.join(output_dir, "")
-    stale = [m.path for r in FileSystems.match([prefix + "data-*-of-*.array_record", prefix + TMP_PREFIX + "*"])
-             for m in r.metadata_list]
+    patterns = [prefix + "data-*-of-*.array_record", prefix + TMP_PREFIX + "*",
+                ss.join(ss.join(output_dir, ERRORS_DIR), "errors-*-of-*.jsonl")]
+    stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
     if stale:
         FileSystems.delete(stale)

@@ -11,12 +11,23 @@ import time
 from collections.abc import Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
+from datarax_beam.core import columns as cols
 from datarax_beam.core.operator import OperatorModule
 from datarax_beam.kernels import ChainKernel
 from datarax_beam.operators.statistics import StatisticsOperator, bind_statistics
 from datarax_beam.statistics import Statistics
+from datarax_beam.transforms.dead_letter import (
+    DEFAULT_POLICY,
+    ErrorPolicy,
+    NotFiniteError,
+    failure,
+    keep,
+    not_finite,
+    per_record,
+)
 from datarax_beam.transforms.readers import NAMESPACE, Chunk
 
 
@@ -32,14 +43,20 @@ class ApplyOperatorsFn(beam.DoFn):
       operators: the chain (pickled with the DoFn; each operator is small: config + base key).
       batch_size: the kernel's fixed padded batch size.
       epoch: the epoch whose keys to use (0, the first online epoch).
+      policy: bad records (`ErrorPolicy`): when the chain raises on a batch, the batch's records
+        run one by one through the same kernel (same padded shape, same compilation, so the good
+        records' outputs are bit-identical) and those that still raise become dead letters;
+        ``check_finite`` also turns records with NaN/Inf outputs into dead letters.
 
     Operators that need full-pass statistics and are not bound yet get them from the
     ``statistics`` side input (a JSON dict) in the first ``process`` call; the kernel is built
     then, once per worker.
     """
 
-    def __init__(self, operators: Sequence[OperatorModule], batch_size: int, epoch: int = 0):
+    def __init__(self, operators: Sequence[OperatorModule], batch_size: int, epoch: int = 0,
+                 policy: ErrorPolicy = DEFAULT_POLICY):
         self._operators = tuple(operators)
+        self._policy = policy
         self._batch_size = int(batch_size)
         self._epoch = int(epoch)
         self._kernel: ChainKernel | None = None
@@ -89,22 +106,47 @@ class ApplyOperatorsFn(beam.DoFn):
             self._kernel = self._build(statistics)
         kernel = self._kernel
         start = time.perf_counter()
-        columns = kernel(chunk.columns, chunk.indices, self._epoch)
+        try:
+            columns = kernel(chunk.columns, chunk.indices, self._epoch)
+        except Exception:  # noqa: BLE001 - find the bad records, keep the good ones
+            chunk, columns = self._per_record(chunk)
         self._micros.inc(int((time.perf_counter() - start) * 1e6))
         if kernel.compile_count != self._seen_compiles:
             self._compilations.inc(kernel.compile_count - self._seen_compiles)
             self._seen_compiles = kernel.compile_count
+        if self._policy.check_finite:
+            chunk, columns = self._drop_not_finite(chunk, columns)
         self._records.inc(len(chunk.indices))
         yield chunk._replace(columns=columns)
+
+    def _per_record(self, chunk: Chunk) -> tuple[Chunk, dict]:
+        def run_one(columns, idx):
+            return self._kernel(columns, idx, self._epoch)
+
+        columns, good, failures = per_record(run_one, chunk.columns, chunk.indices, chunk.positions,
+                                             "operators", self._policy)
+        return keep(chunk, good, failures), columns
+
+    def _drop_not_finite(self, chunk: Chunk, columns: dict) -> tuple[Chunk, dict]:
+        bad = not_finite(columns)
+        if not bad:
+            return chunk, columns
+        failures = [failure(self._policy, chunk.indices[r], chunk.positions[r], "check_finite",
+                            NotFiniteError(f"Feature {name!r} holds NaN or Inf"))
+                    for r, name in sorted(bad.items())]
+        good = np.ones(len(chunk.indices), dtype=bool)
+        good[list(bad)] = False
+        return keep(chunk, good, failures), cols.take(columns, np.flatnonzero(good))
+
 
 
 class ApplyOperators(beam.PTransform):
     """The composite form of `ApplyOperatorsFn` (a no-op copy when the chain is empty)."""
 
     def __init__(self, operators: Sequence[OperatorModule], batch_size: int, epoch: int = 0,
-                 statistics=None):
+                 statistics=None, policy: ErrorPolicy = DEFAULT_POLICY):
         super().__init__()
-        self._fn = ApplyOperatorsFn(operators, batch_size, epoch)
+        self._fn = ApplyOperatorsFn(operators, batch_size, epoch, policy)
         self._statistics = statistics  # a singleton PCollection of statistics JSON, or None
 
     def expand(self, chunks):

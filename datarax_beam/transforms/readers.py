@@ -25,6 +25,7 @@ from datarax_beam.core.data_source import DataSourceModule
 from datarax_beam.core.element import as_element
 from datarax_beam.dag.nodes import ShuffleNode
 from datarax_beam.dag.order import buffer_shuffle, shuffle_rng
+from datarax_beam.transforms.dead_letter import DEFAULT_POLICY, ErrorPolicy, per_record
 from datarax_beam.transforms.staging import IndexReader, _load_npy
 
 NAMESPACE = "datarax_beam"
@@ -38,12 +39,21 @@ class Chunk(NamedTuple):
       positions: int64 positions of the records (output order once assigned).
       indices: int64 global source indices (-1 where a streaming source gave none yet).
       columns: dict of stacked columns (see `datarax_beam.core.columns`).
+      failures: dead-letter entries of records of this chunk that failed on the way (their
+        positions are not in ``positions``; see `datarax_beam.transforms.dead_letter`).
     """
 
     shard: int
     positions: np.ndarray
     indices: np.ndarray
     columns: dict[str, Any]
+    failures: tuple = ()
+
+    def span(self) -> tuple[int, int]:
+        """The output positions ``[lo, hi)`` this chunk accounts for (written or failed)."""
+        lo = [int(self.positions[0]), int(self.positions[-1]) + 1] if len(self.positions) else []
+        ends = lo + [f["position"] for f in self.failures] + [f["position"] + 1 for f in self.failures]
+        return (min(ends), max(ends)) if ends else (0, 0)
 
 
 class ShardTask(NamedTuple):
@@ -75,23 +85,47 @@ def plan_block_tasks(num_records: int, num_tasks: int, block_size: int) -> list[
 
 
 class _ReadTaskFn(beam.DoFn):
-    def __init__(self, reader: IndexReader, order_path: str | None, batch_size: int):
+    def __init__(self, reader: IndexReader, order_path: str | None, batch_size: int,
+                 policy: ErrorPolicy = DEFAULT_POLICY):
         self._reader, self._order_path, self._batch_size = reader, order_path, batch_size
+        self._policy = policy
         self._records = Metrics.counter(NAMESPACE, "records_read")
 
     def setup(self):
         self._reader.setup()
         self._order = None if self._order_path is None else _load_npy(self._order_path)
 
+    def _read_each(self, indices: np.ndarray, positions: np.ndarray):
+        """A batch read raised: read its records one by one; failures become dead letters."""
+
+        def read_one(_, idx):
+            return next(iter(self._reader.read_batches([idx])))
+
+        return per_record(read_one, {}, indices, positions, "read", self._policy)
+
     def process(self, task: ShardTask):
         positions = np.arange(task.start, task.stop, dtype=np.int64)
         indices = positions if self._order is None else np.asarray(self._order[task.start : task.stop], np.int64)
         bs = self._batch_size
         spans = [(s, min(s + bs, len(positions))) for s in range(0, len(positions), bs)]
-        batches = self._reader.read_batches(indices[a:b] for a, b in spans)
-        for (a, b), columns in zip(spans, batches, strict=True):
-            self._records.inc(b - a)
-            yield Chunk(task.shard, positions[a:b], indices[a:b], columns)
+        i = 0
+        while i < len(spans):  # a fresh batch stream after each failed batch
+            batches = self._reader.read_batches(indices[a:b] for a, b in spans[i:])
+            for a, b in spans[i:]:
+                i += 1
+                try:
+                    columns = next(batches)
+                except StopIteration:
+                    raise RuntimeError(f"The reader yielded no batch for records [{a}, {b}) of shard "
+                                       f"{task.shard}") from None
+                except Exception:  # noqa: BLE001 - find the bad records, keep the good ones
+                    columns, good, failures = self._read_each(indices[a:b], positions[a:b])
+                    self._records.inc(int(good.sum()))
+                    yield Chunk(task.shard, positions[a:b][good], indices[a:b][good], columns,
+                                tuple(failures))
+                    break
+                self._records.inc(b - a)
+                yield Chunk(task.shard, positions[a:b], indices[a:b], columns)
 
 
 class ReadIndexRanges(beam.PTransform):
@@ -104,19 +138,23 @@ class ReadIndexRanges(beam.PTransform):
       batch_size: records per emitted chunk.
       spread: redistribute the tasks over workers (a Reshuffle of the tiny tasks); off only for
         single-worker runs, where it would add a stage and nothing else.
+      policy: what a batch read that raises does: its records are re-read one by one and those
+        that still raise become dead-letter entries (or fail the job, ``on_error="raise"``).
     """
 
     def __init__(self, reader: IndexReader, tasks: list[ShardTask], order_path: str | None,
-                 batch_size: int, *, spread: bool = True):
+                 batch_size: int, *, spread: bool = True, policy: ErrorPolicy = DEFAULT_POLICY):
         super().__init__()
         self._reader, self._tasks = reader, list(tasks)
         self._order_path, self._batch_size, self._spread = order_path, batch_size, spread
+        self._policy = policy
 
     def expand(self, pbegin):
         tasks = pbegin | "ShardTasks" >> beam.Create(self._tasks, reshuffle=False)
         if self._spread:
             tasks = tasks | "SpreadTasks" >> beam.Reshuffle()
-        return tasks | "ReadByIndex" >> beam.ParDo(_ReadTaskFn(self._reader, self._order_path, self._batch_size))
+        return tasks | "ReadByIndex" >> beam.ParDo(
+            _ReadTaskFn(self._reader, self._order_path, self._batch_size, self._policy))
 
 
 def numbered_records(source: DataSourceModule, shuffle: ShuffleNode | None):
@@ -126,7 +164,7 @@ def numbered_records(source: DataSourceModule, shuffle: ShuffleNode | None):
         source.set_epoch(0)
 
     def numbered():
-        for i, value in enumerate(iter(source)):
+        for i, value in enumerate(guarded(iter(source), source, "")):
             element = as_element(value)
             index = element.metadata.index if element.metadata is not None else i
             yield int(index), element
@@ -135,6 +173,28 @@ def numbered_records(source: DataSourceModule, shuffle: ShuffleNode | None):
     if shuffle is not None:
         stream = buffer_shuffle(stream, shuffle.buffer_size, shuffle_rng(shuffle.seed, 0))
     return stream
+
+
+def guarded(iterator, source: DataSourceModule, where: str):
+    """Iterates ``iterator``; an exception names the source and the position of the record.
+
+    An iterator that raised cannot be resumed, so records after it cannot be read: the job fails
+    (with ``on_error`` either way) rather than silently writing a truncated shard set.
+    """
+    position = 0
+    while True:
+        try:
+            value = next(iterator)
+        except StopIteration:
+            return
+        except Exception as e:
+            name = getattr(source, "name", type(source).__name__)
+            raise RuntimeError(
+                f"Source {name!r} raised while reading the record at position {position}{where} "
+                f"(after {position} records): {type(e).__name__}: {e}"
+            ) from e
+        yield value
+        position += 1
 
 
 def _chunks_of(records, batch_size: int, shard: int, first_position: int = 0):
@@ -188,7 +248,7 @@ class _ReadStreamShardFn(beam.DoFn):
 
     def process(self, shard: int):
         def records():
-            for value in self._source.iter_shard(shard):
+            for value in guarded(iter(self._source.iter_shard(shard)), self._source, f" of shard {shard}"):
                 element = as_element(value)
                 index = element.metadata.index if element.metadata is not None else -1
                 yield int(index), element

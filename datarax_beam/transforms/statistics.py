@@ -35,6 +35,8 @@ class _BlockPiecesFn(beam.DoFn):
 
     def process(self, chunk: Chunk):
         self._records.inc(len(chunk.indices))
+        if not len(chunk.indices):  # every record of the chunk failed
+            return
         for block, idx, piece in split_blocks(chunk.columns, chunk.indices, self._block_size):
             if len(idx) == self._block_size:
                 yield block, ("acc", accumulate(self._specs, piece))

@@ -16,6 +16,7 @@ temp directory. All I/O goes through `FileSystems`, so gs://, s3:// and test sch
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -27,10 +28,20 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
+from datarax_beam.core import columns as cols
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.codec import Schema, encode_batch
+from datarax_beam.transforms import dead_letter
 from datarax_beam.transforms.commit import Commit, FinalizeShardsFn, PartInfo
+from datarax_beam.transforms.dead_letter import (
+    DEFAULT_POLICY,
+    ErrorPolicy,
+    failure,
+    keep,
+    per_record,
+)
 from datarax_beam.transforms.readers import NAMESPACE, Chunk, plan_tasks
+from datarax_beam.transforms.staging import save_array, write_bytes
 
 
 def output_permutation(seed: int, n: int) -> np.ndarray:
@@ -39,13 +50,53 @@ def output_permutation(seed: int, n: int) -> np.ndarray:
     return np.random.default_rng([int(seed), 0x5348554646]).permutation(n)
 
 
+#: Test-only fault injection: called with each `PartInfo` after its file is written and before
+#: the writer reports it (a worker dying there leaves an orphan temp part). None in production.
+_after_part_written = None
+
+
+def encode_chunk(chunk: Chunk, policy: ErrorPolicy) -> tuple[Schema | None, list[bytes], Chunk]:
+    """(schema, encoded records, chunk) for the chunk's good records.
+
+    Encodes the whole chunk at once; only if that raises (a value of an unsupported type, a
+    feature whose type differs between records) are records encoded one by one, and those that
+    fail become dead-letter entries with stage ``encode``.
+    """
+    if not len(chunk.indices):
+        return None, [], chunk
+    try:
+        schema = Schema.infer(chunk.columns)
+        return schema, encode_batch(schema, chunk.columns), chunk
+    except Exception:  # noqa: BLE001 - find the bad records, keep the good ones
+        pass
+
+    def encode_one(columns, _):
+        encode_batch(Schema.infer(columns), columns)
+        return {}
+
+    _, good, failures = per_record(encode_one, chunk.columns, chunk.indices, chunk.positions, "encode", policy)
+    columns = cols.take(chunk.columns, np.flatnonzero(good))
+    chunk = keep(chunk, good, failures)._replace(columns=columns)
+    if not len(chunk.indices):
+        return None, [], chunk._replace(columns={})
+    try:  # each good record encodes alone; together they may still disagree (e.g. str vs bytes)
+        schema = Schema.infer(columns)
+        return schema, encode_batch(schema, columns), chunk
+    except Exception as e:  # noqa: BLE001
+        rest = [failure(policy, i, p, "encode", e) for i, p in zip(chunk.indices, chunk.positions, strict=True)]
+        return None, [], keep(chunk, np.zeros(len(chunk.indices), bool), rest)._replace(columns={})
+
+
 class _Part:
-    """An open ArrayRecord temp file; written locally, uploaded at close for remote paths."""
+    """An open ArrayRecord temp file of one schema, covering output positions ``[start, stop)``
+    (its records plus its failed records); written locally, uploaded at close for remote paths."""
 
     def __init__(self, tmp_dir: str, shard: int, num_shards: int, start: int, compression: str):
         from array_record.python.array_record_module import ArrayRecordWriter
 
         self.shard, self.start, self.stop, self.schema = shard, start, start, None
+        self.failures: list[dict] = []
+        self.indices: list[int] | None = None  # kept only where the commit cannot derive them
         name = f"{ss.shard_name(shard, num_shards)}.{start}.{uuid.uuid4().hex}"
         self.path = ss.join(tmp_dir, name)
         self.remote = "://" in tmp_dir
@@ -57,11 +108,12 @@ class _Part:
         self.writer = ArrayRecordWriter(self.local, ss.writer_options(compression))
 
     def write(self, schema: Schema, records: list[bytes]) -> int:
-        self.schema = schema if self.schema is None else self.schema.merge(schema)
+        if self.schema is not None and schema != self.schema:
+            raise RuntimeError(f"Part {self.path} mixes schemas")  # writers open a new part first
+        self.schema = schema
         write = self.writer.write
         for rec in records:
             write(rec)
-        self.stop += len(records)
         return sum(map(len, records))
 
     def close(self) -> PartInfo:
@@ -71,14 +123,24 @@ class _Part:
             with open(self.local, "rb") as src, FileSystems.create(self.path) as dst:
                 shutil.copyfileobj(src, dst, 1 << 22)
             shutil.rmtree(os.path.dirname(self.local), ignore_errors=True)
+        errors = index_path = None
+        if self.failures:
+            errors = self.path + ".errors.jsonl"
+            write_bytes(errors, dead_letter.dumps(sorted(self.failures, key=lambda f: f["position"])))
+        if self.indices is not None and self.schema is not None:
+            index_path = self.path + ".index.npy"
+            save_array(index_path, np.asarray(self.indices, dtype=np.int64))
         schema = None if self.schema is None else self.schema.to_json()
-        return PartInfo(self.shard, self.start, self.stop, self.path, size, schema)
+        return PartInfo(self.shard, self.start, self.stop, self.path, size, schema,
+                        len(self.failures), errors, index_path)
 
 
 class _WriterBase(beam.DoFn):
-    def __init__(self, tmp_dir: str, num_shards: int, compression: str):
+    def __init__(self, tmp_dir: str, num_shards: int, compression: str, policy: ErrorPolicy = DEFAULT_POLICY):
         self._tmp_dir, self._num_shards, self._compression = tmp_dir, num_shards, compression
+        self._policy = policy
         self._records = Metrics.counter(NAMESPACE, "records_written")
+        self._failed = Metrics.counter(NAMESPACE, "records_failed")
         self._bytes = Metrics.counter(NAMESPACE, "bytes_written")
         self._encoded = Metrics.counter(NAMESPACE, "record_bytes_encoded")
 
@@ -87,7 +149,10 @@ class _WriterBase(beam.DoFn):
 
     def _close(self, part: _Part) -> PartInfo:
         info = part.close()
-        self._records.inc(info.stop - info.start)
+        if _after_part_written is not None:
+            _after_part_written(info)
+        self._records.inc(info.stop - info.start - info.num_failed)
+        self._failed.inc(info.num_failed)
         self._bytes.inc(info.num_bytes)
         return info
 
@@ -95,26 +160,31 @@ class _WriterBase(beam.DoFn):
 class WriteChunksFn(_WriterBase):
     """Writes chunks that arrive in position order per shard (the fused path) as parts.
 
-    A part stays open while chunks continue it; a new shard or a gap closes it. Beam's fusion
-    keeps a shard's chunks in one bundle, so each shard is normally one part.
+    A part stays open while chunks continue it; a new shard, a gap or a chunk of another schema
+    closes it. Beam's fusion keeps a shard's chunks in one bundle, so each shard is normally one
+    part. Failed records are not written; their positions still belong to the part (its
+    dead-letter entries), so shards are shorter by their failed records and nothing moves.
     """
 
     def start_bundle(self):
         self._part: _Part | None = None
 
     def process(self, chunk: Chunk):
-        n = len(chunk.positions)
-        if n == 0:
+        schema, records, chunk = encode_chunk(chunk, self._policy)
+        lo, hi = chunk.span()
+        if lo == hi:
             return
-        start = int(chunk.positions[0])
         part = self._part
-        if part is not None and (part.shard != chunk.shard or part.stop != start):
+        if part is not None and (part.shard != chunk.shard or part.stop != lo
+                                 or (schema is not None and part.schema not in (None, schema))):
             yield self._close(part)
             part = None
         if part is None:
-            part = self._part = self._open(chunk.shard, start)
-        schema = Schema.infer(chunk.columns)
-        self._encoded.inc(part.write(schema, encode_batch(schema, chunk.columns)))
+            part = self._part = self._open(chunk.shard, lo)
+        if records:
+            self._encoded.inc(part.write(schema, records))
+        part.failures.extend(chunk.failures)
+        part.stop = hi
 
     def finish_bundle(self):
         if self._part is not None:
@@ -123,10 +193,15 @@ class WriteChunksFn(_WriterBase):
 
 
 class AssignShardsFn(beam.DoFn):
-    """Encodes an unassigned chunk and splits it by output shard (total count as side input)."""
+    """Encodes an unassigned chunk and splits it by output shard (total count as side input).
 
-    def __init__(self, num_shards: int, shuffle: bool, seed: int):
+    The total counts failed records too: shards are planned over every record read, and a
+    record that failed leaves its shard one shorter (as on the fused path).
+    """
+
+    def __init__(self, num_shards: int, shuffle: bool, seed: int, policy: ErrorPolicy = DEFAULT_POLICY):
         self._num_shards, self._shuffle, self._seed = num_shards, shuffle, seed
+        self._policy = policy
         self._cache: tuple[int, np.ndarray | None, np.ndarray] | None = None
 
     def _plan(self, n: int):
@@ -141,33 +216,51 @@ class AssignShardsFn(beam.DoFn):
 
     def process(self, chunk: Chunk, total: int):
         _, inverse, stops = self._plan(int(total))
+        schema, records, chunk = encode_chunk(chunk, self._policy)
         out_pos = chunk.positions if inverse is None else inverse[chunk.positions]
         shards = np.searchsorted(stops, out_pos, side="right")
-        schema = Schema.infer(chunk.columns)
-        records = encode_batch(schema, chunk.columns)
-        schema_json = schema.to_json()
-        for shard in np.unique(shards):
+        failures = [dict(f, position=int(f["position"] if inverse is None else inverse[f["position"]]))
+                    for f in chunk.failures]
+        failed_shards = np.searchsorted(stops, [f["position"] for f in failures], side="right")
+        schema_json = None if schema is None else schema.to_json()
+        for shard in np.unique(np.concatenate([shards, failed_shards]).astype(np.int64)):
             sel = np.flatnonzero(shards == shard)
-            yield int(shard), (out_pos[sel], [records[i] for i in sel], schema_json)
+            fails = [f for f, s in zip(failures, failed_shards, strict=True) if s == shard]
+            yield int(shard), (out_pos[sel], [records[i] for i in sel], schema_json, fails, chunk.indices[sel])
 
 
 class WriteGroupFn(_WriterBase):
-    """Writes one shard's grouped records sorted by output position."""
+    """Writes one shard's grouped records sorted by output position (one part per schema run);
+    each part also stores its records' source indices (for the commit's schema check)."""
 
     def process(self, item):
         shard, pieces = item
-        pieces = list(pieces)
-        positions = np.concatenate([p[0] for p in pieces])
-        records = [r for p in pieces for r in p[1]]
-        schema = Schema.from_json(pieces[0][2])
-        for p in pieces[1:]:
-            schema = schema.merge(Schema.from_json(p[2]))
-        order = np.argsort(positions, kind="stable")
-        start = int(positions[order[0]])
-        if not np.array_equal(positions[order], np.arange(start, start + len(order))):
+        events = []  # (position, record, schema key, index) or (position, None, failure, None)
+        schemas = {}
+        for positions, records, schema_json, failures, indices in pieces:
+            key = None if schema_json is None else json.dumps(schema_json, sort_keys=True)
+            if key not in schemas:
+                schemas[key] = None if schema_json is None else Schema.from_json(schema_json)
+            events.extend(zip(positions.tolist(), records, [key] * len(records), indices.tolist(), strict=True))
+            events.extend((f["position"], None, f, None) for f in failures)
+        events.sort(key=lambda e: e[0])
+        start = events[0][0]
+        if [e[0] for e in events] != list(range(start, start + len(events))):
             raise RuntimeError(f"Shard {shard} received non-contiguous output positions")
-        part = self._open(int(shard), start)
-        self._encoded.inc(part.write(schema, [records[i] for i in order]))
+        part, key = None, None
+        for position, record, what, index in events:
+            if part is None or (record is not None and part.schema is not None and what != key):
+                if part is not None:
+                    yield self._close(part)
+                part = self._open(int(shard), position)
+                part.indices = []
+            if record is None:
+                part.failures.append(what)
+            else:
+                key = what
+                self._encoded.inc(part.write(schemas[key], [record]))
+                part.indices.append(index)
+            part.stop = position + 1
         yield self._close(part)
 
 
@@ -181,24 +274,27 @@ class WriteShards(beam.PTransform):
       total: a singleton PCollection of the record count (needed when not pre-assigned).
     """
 
-    def __init__(self, commit: Commit, *, shuffle: bool = False, seed: int = 0, statistics=None):
+    def __init__(self, commit: Commit, *, shuffle: bool = False, seed: int = 0, statistics=None,
+                 policy: ErrorPolicy = DEFAULT_POLICY):
         super().__init__()
-        self._commit, self._shuffle, self._seed = commit, shuffle, seed
+        self._commit, self._shuffle, self._seed, self._policy = commit, shuffle, seed, policy
         self._statistics = statistics  # singleton PCollection of statistics JSON to record, or None
 
     def expand(self, chunks):
         c = self._commit
         if c.shard_sizes is not None:
-            parts = chunks | "WriteParts" >> beam.ParDo(WriteChunksFn(c.tmp_dir, c.num_shards, c.compression))
+            parts = chunks | "WriteParts" >> beam.ParDo(
+                WriteChunksFn(c.tmp_dir, c.num_shards, c.compression, self._policy))
         else:
-            total = (chunks | "Sizes" >> beam.Map(lambda ch: len(ch.indices))
+            total = (chunks | "Sizes" >> beam.Map(lambda ch: len(ch.indices) + len(ch.failures))
                      | "Total" >> beam.CombineGlobally(sum))
             parts = (
                 chunks
                 | "AssignShards" >> beam.ParDo(
-                    AssignShardsFn(c.num_shards, self._shuffle, self._seed), beam.pvalue.AsSingleton(total))
+                    AssignShardsFn(c.num_shards, self._shuffle, self._seed, self._policy), beam.pvalue.AsSingleton(total))
                 | "GroupByShard" >> beam.GroupByKey()
-                | "WriteGroups" >> beam.ParDo(WriteGroupFn(c.tmp_dir, c.num_shards, c.compression))
+                | "WriteGroups" >> beam.ParDo(
+                    WriteGroupFn(c.tmp_dir, c.num_shards, c.compression, self._policy))
             )
         return (
             parts
