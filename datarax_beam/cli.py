@@ -208,7 +208,8 @@ def _cmd_inspect(args: argparse.Namespace, extra: list[str]) -> int:
             plotted = plot_shardset(args.path, args.plot)
         except ValueError as e:  # nothing numeric to plot
             raise CLIError(str(e)) from None
-        print(f"plot of {', '.join(plotted)} written to {args.plot}")
+        # with --json, stdout stays one JSON document
+        print(f"plot of {', '.join(plotted)} written to {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

@@ -139,7 +139,7 @@ def test_inspect_prints_schema_counts_and_a_sample(shard_dir, capsys):
     assert sample[1].split() == ["label", "int32", "0"] and sample[2].split() == ["name", "'r0'"]
 
 
-def test_inspect_json(shard_dir, capsys):
+def test_inspect_json(shard_dir, tmp_path, capsys):
     rc, out, _ = run_cli(capsys, "inspect", shard_dir, "--json")
     info = json.loads(out)
     assert rc == 0 and info["num_records"] == N and info["num_shards"] == 3
@@ -147,6 +147,8 @@ def test_inspect_json(shard_dir, capsys):
     assert info["sample"]["label"] == 0 and info["sample"]["name"] == "r0"
     assert np.asarray(info["sample"]["image"]).shape == (8, 8)
     assert info["schema"][0] == {"name": "image", "kind": "tensor", "dtype": "<f4", "shape": [8, 8]}
+    rc, out, err = run_cli(capsys, "inspect", shard_dir, "--json", "--plot", str(tmp_path / "p.png"))
+    assert rc == 0 and json.loads(out) == info and err.startswith("plot of image, label written")
 
 
 def test_inspect_plot_writes_a_png(shard_dir, tmp_path, capsys):
