@@ -162,6 +162,10 @@ def _cmd_materialize(args: argparse.Namespace, beam_args: list[str]) -> int:
         if "on_error" not in inspect.signature(run).parameters:
             raise CLIError("--on-error is not supported by this version of datarax_beam.materialize")
         kwargs["on_error"] = args.on_error
+    if args.check_finite:
+        if "check_finite" not in inspect.signature(run).parameters:
+            raise CLIError("--check-finite is not supported by this version of datarax_beam.materialize")
+        kwargs["check_finite"] = True
     runner = next((a.split("=", 1)[1] if "=" in a else "" for a in beam_args if a.startswith("--runner")), "")
     if not runner and "--runner" in beam_args[:-1]:
         runner = beam_args[beam_args.index("--runner") + 1]
@@ -226,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--compression", default="zstd")
     m.add_argument("--overwrite", action="store_true", help="replace an existing committed shard set")
     m.add_argument("--on-error", choices=["dead_letter", "raise"], default=None)
+    m.add_argument("--check-finite", action="store_true",
+                   help="send records with NaN/inf in a float feature to the dead-letter output")
     m.add_argument("--progress-interval", type=float, default=2.0, metavar="SECONDS",
                    help="seconds between progress lines on stderr (0: none)")
     m.add_argument("--quiet", action="store_true", help="print only the final summary")

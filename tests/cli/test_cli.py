@@ -214,3 +214,28 @@ def test_console_script_entry_point(shard_dir, tmp_path):
         datarax-beam: error: {str(tmp_path)!r} has no shardset.json: it is not a committed shard set \
 (the job that wrote it failed, was killed, or has not finished), so its files are not read
         """)
+
+
+def test_failed_records_are_reported_by_materialize_and_inspect(tmp_path, capsys):
+    target = tmp_path / "nan_pipeline.py"
+    target.write_text(textwrap.dedent("""\
+        import jax.numpy as jnp, numpy as np
+        from datarax_beam import from_source
+        from datarax_beam.operators import ElementOperator, ElementOperatorConfig
+        from datarax_beam.sources import MemorySource
+
+        def poison(element, key):  # records with label 3 become NaN
+            x = element.data["x"]
+            return element.update_data({"x": jnp.where(element.data["label"] == 3, jnp.nan, x)})
+
+        data = {"x": np.arange(20, dtype=np.float32), "label": np.arange(20, dtype=np.int32) % 10}
+        pipeline = from_source(MemorySource(data=data), batch_size=8) >> ElementOperator(
+            ElementOperatorConfig(), fn=poison)
+        """))
+    out = str(tmp_path / "o")
+    rc, stdout, _ = run_cli(capsys, "materialize", f"{target}:pipeline", "--output", out, "--quiet",
+                            "--check-finite", "--on-error", "dead_letter")
+    assert rc == 0 and stdout.startswith("wrote 18 records in 1 shard (")
+    assert f"  2 records failed: see {out}/errors/ (datarax-beam inspect {out})" in stdout.splitlines()
+    rc, stdout, _ = run_cli(capsys, "inspect", out)
+    assert rc == 0 and "errors      2 failed records, 2 dead-letter entries" in stdout.splitlines()
