@@ -43,7 +43,12 @@ from datarax_beam.transforms.readers import (
     plan_block_tasks,
     plan_tasks,
 )
-from datarax_beam.transforms.staging import index_reader, save_array, unregister_in_process
+from datarax_beam.transforms.staging import (
+    index_reader,
+    save_array,
+    unregister_in_process,
+    write_bytes,
+)
 from datarax_beam.transforms.statistics import AnalyzeStatistics, add_statistics
 from datarax_beam.transforms.writer import WriteShards, output_permutation
 from datarax_beam.version import __version__
@@ -152,6 +157,9 @@ def run(
     tmp_dir = ss.join(output_dir, TMP_PREFIX + uuid.uuid4().hex[:12])
     staging = ss.join(tmp_dir, "staged")
     FileSystems.mkdirs(tmp_dir)
+    # a file in the temp directory, so a later run finds (by pattern) and removes a dead job's
+    # directory on every filesystem, even when all its parts were already renamed
+    write_bytes(ss.join(tmp_dir, "JOB"), b"datarax_beam materialize temp directory\n")
     source = pipeline.source
     bs = batch_size or pipeline.batch_size
     versions = _versions()

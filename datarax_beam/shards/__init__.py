@@ -1,6 +1,14 @@
 """Shard format: the record codec, shard naming and ``shardset.json``. No Beam imports."""
 
-from datarax_beam.shards.codec import CODEC, FeatureSpec, Schema, SchemaError, decode_batch, decode_record, encode_batch
+from datarax_beam.shards.codec import (
+    CODEC,
+    FeatureSpec,
+    Schema,
+    SchemaError,
+    decode_batch,
+    decode_record,
+    encode_batch,
+)
 from datarax_beam.shards.shardset import (
     COMPRESSIONS,
     SHARDSET_FILE,

@@ -136,11 +136,16 @@ class ShardSet:
         )
 
     @classmethod
-    def loads(cls, text: str, path: str) -> ShardSet:
+    def loads(cls, text: str | bytes, path: str) -> ShardSet:
+        """Parses ``shardset.json``: JSON only, never unpickled or evaluated."""
         try:
+            if isinstance(text, bytes):
+                text = text.decode("utf-8")
             d = json.loads(text)
-        except json.JSONDecodeError as e:
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise SchemaError(f"{join(path, SHARDSET_FILE)} is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise SchemaError(f"{join(path, SHARDSET_FILE)} must hold a JSON object, got {type(d).__name__}")
         return cls.from_json(d, path)
 
 
@@ -155,7 +160,7 @@ def load_shardset(path: str) -> ShardSet:
     if "://" in path:
         from datarax_beam.shards import fs
 
-        return ShardSet.loads(fs.read_text(meta), path)
+        return ShardSet.loads(fs.read_bytes(meta), path)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"Shard-set directory {path!r} does not exist")
     if not os.path.exists(meta):
@@ -163,5 +168,5 @@ def load_shardset(path: str) -> ShardSet:
             f"{path!r} has no {SHARDSET_FILE}: it is not a committed shard set (the job that wrote "
             f"it failed, was killed, or has not finished), so its files are not read"
         )
-    with open(meta, encoding="utf-8") as f:
+    with open(meta, "rb") as f:
         return ShardSet.loads(f.read(), path)

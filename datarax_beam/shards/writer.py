@@ -7,14 +7,20 @@ The Beam writer (`datarax_beam.transforms`) and the benchmarks' hand-written bas
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from datarax_beam.core import columns as cols
 from datarax_beam.shards.codec import Schema, encode_batch
-from datarax_beam.shards.shardset import SHARDSET_FILE, ShardInfo, ShardSet, shard_name, writer_options
+from datarax_beam.shards.shardset import (
+    SHARDSET_FILE,
+    ShardInfo,
+    ShardSet,
+    shard_name,
+    writer_options,
+)
 from datarax_beam.version import __version__
 
 

@@ -93,12 +93,17 @@ def _write_local_then_put(dest: str, records: Iterable[bytes], compression: str)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _concat(parts: list[PartInfo], dest: str, compression: str) -> int:
-    """Fallback when a runner split a shard over bundles: rewrite its parts as one file."""
+def _concat(parts: list[PartInfo], dest: str, compression: str,
+            replaced: dict[str, list[bytes]] | None = None) -> int:
+    """Rewrites a shard's parts as one file (a runner split the shard over bundles, or the
+    schema check replaced some parts' records: ``replaced[path]``)."""
     from array_record.python.array_record_module import ArrayRecordReader
 
     def records():
         for part in parts:
+            if replaced and part.path in replaced:
+                yield from replaced[part.path]
+                continue
             local, tmp = _local_copy(part.path)
             reader = ArrayRecordReader(local)
             try:
@@ -164,7 +169,7 @@ def _finalize(parts: Iterable[PartInfo], commit: Commit) -> tuple[ShardSet, int]
         start += sizes[shard]
     chosen_all = [p for ps in chosen_by_shard.values() for p in ps]
     policy = ErrorPolicy(commit.on_error, source=commit.extra.get("source_info"))
-    dropped, schema_failures = reconcile.violations(chosen_all, commit, policy)
+    replaced, schema_failures = reconcile.violations(chosen_all, commit, policy)
     schema: Schema | None = None
     infos, num_failed = [], 0
     for shard in range(commit.num_shards):
@@ -174,14 +179,16 @@ def _finalize(parts: Iterable[PartInfo], commit: Commit) -> tuple[ShardSet, int]
         if failures:
             write_errors(commit.output_dir, shard, commit.num_shards, failures)
             num_failed += len(failures)
-        chosen = [p for p in chosen if p.path not in dropped]
         name = ss.shard_name(shard, commit.num_shards)
         dest = ss.join(commit.output_dir, name)
         for p in chosen:
-            if p.schema is not None:
+            if p.schema is not None and p.path not in replaced:
                 s = Schema.from_json(p.schema)
                 schema = s if schema is None else schema.merge(s)
-        if len(chosen) == 1:
+        written = sum(len(replaced[p.path]) if p.path in replaced else p.num_written for p in chosen)
+        if any(p.path in replaced for p in chosen):  # rewritten without the misfits
+            size = _concat(chosen, dest, commit.compression, replaced)
+        elif len(chosen) == 1:
             if FileSystems.exists(chosen[0].path) or not FileSystems.exists(dest):
                 FileSystems.rename([chosen[0].path], [dest])
             size = chosen[0].num_bytes
@@ -189,7 +196,7 @@ def _finalize(parts: Iterable[PartInfo], commit: Commit) -> tuple[ShardSet, int]
             size = _concat(chosen, dest, commit.compression)
         else:
             size = _write_local_then_put(dest, [], commit.compression)
-        infos.append(ShardInfo(name, sum(p.num_written for p in chosen), size))
+        infos.append(ShardInfo(name, written, size))
     shardset = ShardSet(
         path=commit.output_dir, shards=tuple(infos), schema=schema or Schema(()),
         compression=commit.compression, seed=commit.seed, shuffle=commit.shuffle,
@@ -258,7 +265,7 @@ def is_committed(output_dir: str) -> bool:
 
 def read_committed(output_dir: str) -> ShardSet:
     with FileSystems.open(ss.join(output_dir, SHARDSET_FILE)) as f:
-        return ShardSet.loads(f.read().decode("utf-8"), output_dir)
+        return ShardSet.loads(f.read(), output_dir)
 
 
 def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -277,8 +284,13 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
         FileSystems.mkdirs(output_dir)
         return
     prefix = ss.join(output_dir, "")
-    patterns = [prefix + "data-*-of-*.array_record", prefix + TMP_PREFIX + "*",
+    patterns = [prefix + "data-*-of-*.array_record", prefix + TMP_PREFIX + "*/**",
                 ss.join(ss.join(output_dir, ERRORS_DIR), "errors-*-of-*.jsonl")]
     stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
     if stale:
         FileSystems.delete(stale)
+    # a dead job's temp directory (its files are gone now; local disks keep the directories)
+    tmp_dirs = {prefix + p[len(prefix):].split("/")[0] for p in stale if p[len(prefix):].startswith(TMP_PREFIX)}
+    for d in sorted(tmp_dirs):
+        if FileSystems.exists(d):
+            FileSystems.delete([d])

@@ -1,0 +1,105 @@
+"""Bad records: dead-lettered, counted, and the good records' bytes unchanged."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from datarax_beam import OperatorNode, from_source
+from datarax_beam.core.data_source import RandomAccessSource
+from datarax_beam.operators import ElementOperator, ElementOperatorConfig
+from datarax_beam.runners import counters, materialize, run
+from datarax_beam.shards import load_shardset
+
+from .helpers import Fault, N, errors, marker, pipeline, read_all, source
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    return materialize(pipeline(), str(tmp_path_factory.mktemp("clean") / "out"), num_shards=2)
+
+
+def test_operator_failures_are_dead_letters_and_good_records_are_bit_identical(clean, tmp_path):
+    bad = (17, 40, 41, 150)  # two in one batch, one at a shard's first batch
+    done = run(pipeline(Fault(tmp_path / "f", bad)), str(tmp_path / "out"), num_shards=2)
+    shardset = done.shardset
+    assert shardset.num_records == N - 4 and shardset.num_failed == 4
+    assert [s.num_records for s in shardset.shards] == [100 - 3, 100 - 1]  # shards only shrink
+    assert marker(shardset.path)["num_failed"] == 4 and marker(shardset.path)["num_records"] == N - 4
+    assert load_shardset(shardset.path).num_failed == 4
+    got, want = read_all(shardset.path), read_all(clean.path)
+    keep = np.setdiff1d(np.arange(N), bad)
+    for k in want:  # per-record fallback through the same compiled kernel: same bits
+        assert got[k].tobytes() == want[k][keep].tobytes()
+    entries = errors(shardset.path)
+    assert [e["index"] for e in entries] == list(bad) == [e["position"] for e in entries]
+    assert {e["stage"] for e in entries} == {"operators"}
+    assert all(f"bad record {e['index']}" in e["message"] and e["error_type"] for e in entries)
+    assert entries[0]["source"] == {"source": "MemorySource", "name": source().name}
+    c = counters(done.result)
+    assert c["records_failed"] == 4 and c["records_written"] == N - 4 and c["records_read"] == N
+
+
+def test_raise_fails_the_job_naming_index_and_stage(tmp_path):
+    out = str(tmp_path / "out")
+    with pytest.raises(Exception, match=r"Record 17 \(output position 17\) failed in stage 'operators'"):
+        materialize(pipeline(Fault(tmp_path / "f", [17])), out, num_shards=2, on_error="raise")
+    with pytest.raises(FileNotFoundError, match="not a committed shard set"):
+        load_shardset(out)
+
+
+def _nan_at_5(e, k):
+    return e.update_data({"x": jnp.where(e.metadata.index == 5, jnp.nan, e.data["x"])})
+
+
+def test_check_finite(tmp_path):
+    p = from_source(source(64), 16) >> OperatorNode(ElementOperator(ElementOperatorConfig(), fn=_nan_at_5))
+    loose = materialize(p, str(tmp_path / "loose"))
+    assert loose.num_failed == 0 and np.isnan(read_all(loose.path)["x"][5]).all()
+    strict = materialize(p, str(tmp_path / "strict"), check_finite=True)
+    assert strict.num_records == 63 and strict.num_failed == 1
+    (entry,) = errors(strict.path)
+    assert (entry["index"], entry["stage"], entry["error_type"]) == (5, "check_finite", "NotFiniteError")
+    assert "'x'" in entry["message"]
+    assert np.isfinite(read_all(strict.path)["x"]).all()
+
+
+class _BadDisk(RandomAccessSource):
+    """Record 7 cannot be read (a corrupt block); every batch holding it raises."""
+
+    def __init__(self, n):
+        super().__init__(name="bad-disk")
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def _read(self, indices):
+        if 7 in indices:
+            raise OSError("checksum mismatch in block 7")
+        return {"x": indices.astype(np.float32)}
+
+
+def test_random_access_read_errors_are_dead_letters(tmp_path):
+    shardset = materialize(from_source(_BadDisk(20), 4), str(tmp_path / "out"), num_shards=3)
+    assert read_all(shardset.path)["x"].tolist() == [i for i in range(20) if i != 7]
+    (entry,) = errors(shardset.path)
+    assert (entry["index"], entry["stage"], entry["error_type"]) == (7, "read", "OSError")
+    assert "checksum mismatch" in entry["message"] and entry["source"]["name"] == "bad-disk"
+
+
+def test_unsupported_python_object_is_a_dead_letter(tmp_path):
+    text = [f"r{i}" for i in range(12)]
+    text[3] = object()
+    shardset = materialize(from_source(MemorySourceOf(text), 4), str(tmp_path / "out"))
+    assert read_all(shardset.path)["text"].tolist() == [f"r{i}" for i in range(12) if i != 3]
+    (entry,) = errors(shardset.path)
+    assert (entry["index"], entry["stage"], entry["error_type"]) == (3, "encode", "SchemaError")
+    assert "unsupported type object" in entry["message"]
+
+
+def MemorySourceOf(text):
+    from datarax_beam.sources import MemorySource
+
+    return MemorySource(data={"text": text, "n": np.arange(len(text), dtype=np.int32)})
