@@ -8,10 +8,13 @@ positions of `readers.plan_tasks`. Two paths:
 * chunks from sequential/streaming readers are numbered with the total count (a side input),
   optionally permuted, grouped by shard, and each group is written sorted by position.
 
-Both emit `PartInfo`s (tiny). `FinalizeShardsFn` sees all of them in one element: it renames each
-shard's part to ``data-SSSSS-of-NNNNN.array_record`` (a rename that already happened on a retry is
-not an error), merges schemas, writes ``shardset.json`` last — the commit marker — and deletes the
-temp directory. All I/O goes through `FileSystems`, so gs://, s3:// and test schemes work.
+Both emit `PartInfo`s (tiny). A record that failed on the way (see `dead_letter`) is not written;
+its position stays in its part as a dead-letter entry, so shards are planned before failures are
+known and a shard is simply shorter by its failed records. `FinalizeShardsFn` sees all parts in one
+element: it checks every planned position is covered exactly once, renames each shard's part to
+``data-SSSSS-of-NNNNN.array_record`` (a rename that already happened on a retry is not an error),
+checks the schema (`reconcile`), writes ``errors/`` and then ``shardset.json`` last — the commit
+marker — and deletes the temp directory. All I/O goes through `FileSystems`, so gs://, s3:// and test schemes work.
 """
 
 from __future__ import annotations

@@ -103,3 +103,37 @@ def MemorySourceOf(text):
     from datarax_beam.sources import MemorySource
 
     return MemorySource(data={"text": text, "n": np.arange(len(text), dtype=np.int32)})
+
+
+def _rows(src):
+    from datarax_beam.core.data_source import DataSourceModule
+
+    class Rows(DataSourceModule):  # iterator-only: read sequentially, shards assigned after a GroupByKey
+        def __init__(self):
+            super().__init__(name="rows")
+
+        def __iter__(self):
+            for i in range(len(src)):
+                yield {k: v[i] for k, v in src.columns.items()}
+
+    return Rows()
+
+
+@pytest.mark.parametrize("kind", ["iterator_shuffled", "multi_process"])
+def test_dead_letters_do_not_depend_on_path_or_runner(tmp_path, kind):
+    from datarax_beam.runners import options
+
+    bad = (3, 64, 199)
+    src, kw = source(), {"num_shards": 3}
+    if kind == "iterator_shuffled":
+        src, kw = _rows(src), {**kw, "shuffle": True, "seed": 1}
+    else:
+        kw["options"] = options.multi_process(2)
+    clean = read_all(materialize(pipeline(src=src), str(tmp_path / "clean"), **kw).path)
+    faulty = materialize(pipeline(Fault(tmp_path / "f", bad), src=src), str(tmp_path / "faulty"), **kw)
+    got = read_all(faulty.path)
+    keep = ~np.isin(clean["label"], bad)
+    for k in clean:
+        assert got[k].tobytes() == clean[k][keep].tobytes()
+    assert sorted(e["index"] for e in errors(faulty.path)) == list(bad) and faulty.num_failed == 3
+    assert sum(s.num_records for s in faulty.shards) == N - 3
