@@ -28,7 +28,12 @@ from datarax_beam import from_source  # noqa: E402
 from datarax_beam.dag.nodes import OperatorNode  # noqa: E402
 from datarax_beam.operators import ElementOperator, ElementOperatorConfig  # noqa: E402
 from datarax_beam.operators.statistics import Normalize  # noqa: E402
-from datarax_beam.sources import ArrayRecordSourceConfig, ArrayRecordSourceModule, MemorySource, MemorySourceConfig  # noqa: E402
+from datarax_beam.sources import (  # noqa: E402
+    ArrayRecordSourceConfig,
+    ArrayRecordSourceModule,
+    MemorySource,
+    MemorySourceConfig,
+)
 
 
 def log(msg: str) -> None:

@@ -6,9 +6,11 @@ The shuffle is a function of (seed, epoch) only, so a restored pipeline replays 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
+
+from datarax_beam.core.element import Element, as_element
 
 T = TypeVar("T")
 
@@ -39,3 +41,48 @@ def shuffle_indices(order: np.ndarray, buffer_size: int, rng: np.random.Generato
     if buffer_size >= len(order):
         return order[rng.permutation(len(order))]
     return np.fromiter(buffer_shuffle(order, buffer_size, rng), dtype=np.int64, count=len(order))
+
+
+def epoch_records(source: Any, epoch: int, shuffle: Any = None) -> Iterator[tuple[int, Element]]:
+    """(global index, element) pairs of an iterator source's epoch, as every reader sees them.
+
+    Records are numbered 0, 1, 2, ... unless the source's elements carry an index; a source
+    that shuffles per epoch (``set_epoch``) replays ``epoch``; a pipeline ``shuffle`` node is
+    applied with its (seed, epoch) buffer shuffle. The online pipeline, its analysis pass and the
+    Beam readers all call this, so they agree record for record.
+    """
+    if hasattr(source, "set_epoch"):
+        source.set_epoch(epoch)
+
+    def numbered():
+        for i, value in enumerate(guarded(iter(source), source, "")):
+            element = as_element(value)
+            index = element.metadata.index if element.metadata is not None else i
+            yield int(index), element
+
+    stream = numbered()
+    if shuffle is not None:
+        stream = buffer_shuffle(stream, shuffle.buffer_size, shuffle_rng(shuffle.seed, epoch))
+    return iter(stream)
+
+
+def guarded(iterator, source: Any, where: str):
+    """Iterates ``iterator``; an exception names the source and the position of the record.
+
+    An iterator that raised cannot be resumed, so records after it cannot be read: the job fails
+    (with ``on_error`` either way) rather than silently writing a truncated shard set.
+    """
+    position = 0
+    while True:
+        try:
+            value = next(iterator)
+        except StopIteration:
+            return
+        except Exception as e:
+            name = getattr(source, "name", type(source).__name__)
+            raise RuntimeError(
+                f"Source {name!r} raised while reading the record at position {position}{where} "
+                f"(after {position} records): {type(e).__name__}: {e}"
+            ) from e
+        yield value
+        position += 1

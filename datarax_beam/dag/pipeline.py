@@ -23,10 +23,10 @@ from datarax_beam.core.data_source import (
     get_cursor,
     set_cursor,
 )
-from datarax_beam.core.element import Element, as_element
+from datarax_beam.core.element import Element
 from datarax_beam.core.operator import OperatorModule
 from datarax_beam.dag.nodes import BatchNode, ShuffleNode, as_operator, check_positive_int
-from datarax_beam.dag.order import buffer_shuffle, shuffle_indices, shuffle_rng
+from datarax_beam.dag.order import epoch_records, shuffle_indices, shuffle_rng
 from datarax_beam.kernels import ChainKernel
 from datarax_beam.operators.statistics import bind_statistics
 from datarax_beam.statistics import BLOCK_SIZE, Statistics, compute_over_batches, load_statistics
@@ -136,9 +136,7 @@ class Pipeline(nnx.Module, pytree=False):
                 for idx, data in zip_chunks(self.source, chunks):
                     yield kernel(data, idx, 0), idx
             else:
-                if hasattr(self.source, "set_epoch"):
-                    self.source.set_epoch(0)
-                stream = self._numbered_records()
+                stream = epoch_records(self.source, 0)
                 while batch := [r for _, r in zip(range(BLOCK_SIZE), stream, strict=False)]:
                     idx = np.array([i for i, _ in batch], dtype=np.int64)
                     yield kernel(cols.columns_from_records([e.data for _, e in batch]), idx, 0), idx
@@ -229,20 +227,8 @@ class Pipeline(nnx.Module, pytree=False):
             idx = np.array([i for i, _ in batch], dtype=np.int64)
             yield cols.columns_from_records([e.data for _, e in batch]), idx
 
-    def _numbered_records(self) -> Iterator[tuple[int, Element]]:
-        for i, value in enumerate(iter(self.source)):
-            element = as_element(value)
-            index = element.metadata.index if element.metadata is not None else i
-            yield int(index), element
-
     def _iterator_records(self, epoch: int) -> Iterator[tuple[int, Element]]:
-        if hasattr(self.source, "set_epoch"):  # sources that shuffle per epoch replay that epoch
-            self.source.set_epoch(epoch)
-        stream = self._numbered_records()
-        if self.shuffle_node is not None:
-            node = self.shuffle_node
-            stream = buffer_shuffle(stream, node.buffer_size, shuffle_rng(node.seed, epoch))
-        return iter(stream)
+        return epoch_records(self.source, epoch, self.shuffle_node)
 
 
 class _Runtime:

@@ -24,7 +24,7 @@ from datarax_beam.core import columns as cols
 from datarax_beam.core.data_source import DataSourceModule
 from datarax_beam.core.element import as_element
 from datarax_beam.dag.nodes import ShuffleNode
-from datarax_beam.dag.order import buffer_shuffle, shuffle_rng
+from datarax_beam.dag.order import epoch_records, guarded
 from datarax_beam.transforms.dead_letter import DEFAULT_POLICY, ErrorPolicy, per_record
 from datarax_beam.transforms.staging import IndexReader, _load_npy
 
@@ -159,42 +159,7 @@ class ReadIndexRanges(beam.PTransform):
 
 def numbered_records(source: DataSourceModule, shuffle: ShuffleNode | None):
     """(index, element) pairs of epoch 0, numbered and shuffled exactly as the online pipeline."""
-
-    if hasattr(source, "set_epoch"):  # sources that shuffle per epoch: epoch 0, as online
-        source.set_epoch(0)
-
-    def numbered():
-        for i, value in enumerate(guarded(iter(source), source, "")):
-            element = as_element(value)
-            index = element.metadata.index if element.metadata is not None else i
-            yield int(index), element
-
-    stream = numbered()
-    if shuffle is not None:
-        stream = buffer_shuffle(stream, shuffle.buffer_size, shuffle_rng(shuffle.seed, 0))
-    return stream
-
-
-def guarded(iterator, source: DataSourceModule, where: str):
-    """Iterates ``iterator``; an exception names the source and the position of the record.
-
-    An iterator that raised cannot be resumed, so records after it cannot be read: the job fails
-    (with ``on_error`` either way) rather than silently writing a truncated shard set.
-    """
-    position = 0
-    while True:
-        try:
-            value = next(iterator)
-        except StopIteration:
-            return
-        except Exception as e:
-            name = getattr(source, "name", type(source).__name__)
-            raise RuntimeError(
-                f"Source {name!r} raised while reading the record at position {position}{where} "
-                f"(after {position} records): {type(e).__name__}: {e}"
-            ) from e
-        yield value
-        position += 1
+    return epoch_records(source, 0, shuffle)
 
 
 def _chunks_of(records, batch_size: int, shard: int, first_position: int = 0):

@@ -36,3 +36,26 @@ def test_shuffle_indices_matches_buffer_shuffle_for_small_buffers():
     a = shuffle_indices(np.arange(25), 4, shuffle_rng(7, 1)).tolist()
     b = [int(i) for i in buffer_shuffle(np.arange(25), 4, shuffle_rng(7, 1))]
     assert a == b
+
+
+def test_iterator_source_error_names_the_record_position_online():
+    from datarax_beam import from_source
+    from datarax_beam.core.data_source import DataSourceModule
+
+    class Flaky(DataSourceModule):
+        def __init__(self):
+            super().__init__(name="flaky")
+            self.i = 0
+
+        def __iter__(self):
+            self.i = 0
+            return self
+
+        def __next__(self):
+            if self.i == 5:
+                raise OSError("disk gone")
+            self.i += 1
+            return {"x": self.i}
+
+    with pytest.raises(RuntimeError, match="Source 'flaky' raised while reading the record at position 5.*OSError: disk gone"):
+        list(from_source(Flaky(), batch_size=2))
