@@ -3,7 +3,9 @@
 `ChainKernel` is the single place where operators run, online (`datarax_beam.dag`) and offline
 (the Beam operator DoFn). For numeric features the whole chain is one
 ``jax.jit(jax.vmap(chain))``; batches are padded to a fixed size so XLA compiles once per input
-signature. Chains over text/bytes or ragged features run per record, eagerly.
+signature. Text and bytes features ride through that jitted chain as opaque placeholders as
+long as operators only move or drop them (`datarax_beam.kernels.opaque`); chains that use their
+values, and ragged features, run per record, eagerly. Both paths give identical results.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from datarax_beam.core import columns as cols
 from datarax_beam.core.element import Element, RecordMetadata
 from datarax_beam.core.operator import OperatorModule
+from datarax_beam.kernels import opaque as opq
 from datarax_beam.kernels.keys import record_key, record_keys
 
 
@@ -52,7 +55,9 @@ class ChainKernel:
         self.pad_to = None if pad_to is None else int(pad_to)
         self.compile_count = 0
         self._base_keys = tuple(op.base_key_data for op in self.operators)
-        self._jitted = jax.jit(jax.vmap(self._chain, in_axes=(0, 0, None)))
+        self._jitted = jax.jit(self._batched, static_argnums=(3,))
+        self._passthrough: dict[tuple, dict[str, str]] = {}  # text signature -> {out key: in key}
+        self._per_record_only: set[tuple] = set()  # text signatures whose values operators use
 
     # -- the chain on one record (traced) ----------------------------------------------------
     def _apply(self, element: Element, keys: Sequence[Any]) -> Element:
@@ -64,11 +69,18 @@ class ChainKernel:
                 )
         return element
 
-    def _chain(self, data, index, epoch):
-        self.compile_count += 1  # runs at trace time only
+    def _chain(self, data, index, epoch, text: tuple[tuple[str, str], ...]):
         meta = RecordMetadata(index=index, epoch=epoch)
         keys = [None if b is None else record_key(b, epoch, index) for b in self._base_keys]
-        return dict(self._apply(Element(data=data, metadata=meta), keys).data)
+        full = {**data, **{k: opq.opaque(kind, k) for k, kind in text}}
+        out = self._apply(Element(data=full, metadata=meta), keys).data
+        moved = {k: opq.source_key(v) for k, v in out.items() if opq.source_key(v) is not None}
+        self._passthrough[text] = moved
+        self.compile_count += 1  # runs at trace time only, once the trace succeeded
+        return {k: v for k, v in out.items() if k not in moved}
+
+    def _batched(self, data, index, epoch, text):
+        return jax.vmap(lambda d, i, e: self._chain(d, i, e, text), in_axes=(0, 0, None))(data, index, epoch)
 
     # -- batches ----------------------------------------------------------------------------
     def __call__(self, batch: Mapping[str, Any], indices: np.ndarray, epoch: int = 0) -> dict[str, Any]:
@@ -79,11 +91,24 @@ class ChainKernel:
             raise ValueError(f"Got {len(indices)} indices for a batch of {cols.num_rows(batch)} records")
         if not self.operators or n == 0:
             return cols.canonicalize(batch)
-        if all(cols.is_numeric_column(v) for v in batch.values()):
-            return self._run_jitted(batch, indices, epoch)
-        return self._run_per_record(batch, indices, epoch)
+        numeric = {k: v for k, v in batch.items() if cols.is_numeric_column(v)}
+        text = tuple(sorted((k, opq.text_kind(v)) for k, v in batch.items() if k not in numeric))
+        if any(kind is None for _, kind in text) or text in self._per_record_only:
+            return self._run_per_record(batch, indices, epoch)
+        try:
+            out = self._run_jitted(numeric, indices, epoch, text)
+        except Exception:
+            if not text or text in self._passthrough:
+                raise  # not a tracing problem: the compiled chain itself failed on these values
+            # Tracing failed: an operator used a text value (or has a bug). The per-record path
+            # gives the real semantics, or raises the operator's real error.
+            self._per_record_only.add(text)
+            return self._run_per_record(batch, indices, epoch)
+        for out_key, in_key in self._passthrough[text].items():
+            out[out_key] = batch[in_key]
+        return out
 
-    def _run_jitted(self, batch, indices, epoch):
+    def _run_jitted(self, batch, indices, epoch, text=()):
         size = self.pad_to or len(indices)
         outs = []
         for start in range(0, len(indices), size):
@@ -95,7 +120,7 @@ class ChainKernel:
                 take = np.concatenate([np.arange(m), fill])
                 piece = {k: v[take] for k, v in piece.items()}
                 idx = idx[take]
-            out = self._jitted(piece, idx.astype(np.int32), np.int32(epoch))
+            out = self._jitted(piece, idx.astype(np.int32), np.int32(epoch), text)
             outs.append({k: np.asarray(v)[:m] for k, v in out.items()})
         return cols.concat(outs) if len(outs) > 1 else outs[0]
 

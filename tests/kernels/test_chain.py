@@ -71,8 +71,11 @@ def test_per_record_path_for_text_matches_the_jitted_path():
     jitted = ChainKernel([op], pad_to=4)
     per_record = ChainKernel([op], pad_to=4)
     a = jitted(numeric, np.arange(5), 1)
-    b = per_record(with_text, np.arange(5), 1)
+    b = per_record._run_per_record(with_text, np.arange(5), 1)
     assert per_record.compile_count == 0
+    hybrid = per_record(with_text, np.arange(5), 1)  # text only passes through: jitted
+    np.testing.assert_array_equal(hybrid["x"], a["x"])
+    assert hybrid["t"].tolist() == ["a", "b", "c", "d", "e"] and per_record.compile_count == 1
     np.testing.assert_array_equal(b["x"], a["x"])
     assert b["x"].dtype == a["x"].dtype == np.float32
     assert b["t"].dtype == object and b["t"].tolist() == ["a", "b", "c", "d", "e"]
@@ -115,3 +118,50 @@ def test_fingerprint_identifies_the_chain():
     assert a == ChainKernel([stochastic_op(0)]).fingerprint()
     assert a != ChainKernel([stochastic_op(1)]).fingerprint()
     assert a != ChainKernel([stochastic_op(0), stochastic_op(0)]).fingerprint()
+
+
+# -- text features inside the jitted chain --------------------------------------------------
+TEXT_BATCH = {"sentence": np.array(["a", "Bb", "ccc"], dtype=object), "raw": np.array([b"x", b"y", b"z"], dtype=object),
+              "label": np.arange(3)}
+
+
+def _op(fn):
+    return ElementOperator(ElementOperatorConfig(), fn=fn)
+
+
+def test_moved_and_dropped_text_stays_on_the_jitted_path_and_equals_per_record():
+    def fn(e, k):
+        d = dict(e.data)
+        d["text"] = d.pop("sentence")  # rename
+        del d["raw"]                   # drop
+        d["label"] = d["label"] + 1
+        return e.replace_data(d)
+
+    kernel = ChainKernel([_op(fn)], pad_to=2)
+    out = kernel(TEXT_BATCH, np.arange(3))
+    assert kernel.compile_count == 1 and sorted(out) == ["label", "text"]
+    assert out["text"].tolist() == ["a", "Bb", "ccc"] and out["label"].tolist() == [1, 2, 3]
+    reference = kernel._run_per_record(TEXT_BATCH, np.arange(3), 0)
+    assert sorted(reference) == sorted(out) and reference["label"].tolist() == out["label"].tolist()
+
+
+@pytest.mark.parametrize("fn", [
+    lambda e, k: e.update_data({"t": e.data["sentence"].lower()}),
+    lambda e, k: e.update_data({"t": e.data["sentence"] + "!"}),
+    lambda e, k: e.update_data({"n": np.int32(len(e.data["raw"]))}),
+    lambda e, k: e.update_data({"t": "yes" if e.data["sentence"] == "a" else "no"}),
+    lambda e, k: e.update_data({"t": e.data["sentence"].lower()}) if isinstance(e.data["sentence"], str) else e,
+])
+def test_operators_that_use_text_values_fall_back_to_per_record(fn):
+    kernel = ChainKernel([_op(fn)], pad_to=2)
+    out = kernel(TEXT_BATCH, np.arange(3))
+    assert kernel.compile_count == 0
+    expected = kernel._run_per_record(TEXT_BATCH, np.arange(3), 0)
+    for key in expected:
+        assert list(out[key]) == list(expected[key]), key
+    assert kernel(TEXT_BATCH, np.arange(3)).keys() == expected.keys()  # cached decision, same result
+
+
+def test_a_genuine_operator_error_surfaces_from_the_per_record_path():
+    with pytest.raises(KeyError, match="nope"):
+        ChainKernel([_op(lambda e, k: e.update_data({"t": e.data["nope"]}))])(TEXT_BATCH, np.arange(3))
