@@ -18,23 +18,12 @@ import flax.nnx as nnx
 import numpy as np
 
 from datarax_beam.core.data_source import DataSourceModule, SourceCursor, _require_ints
+from datarax_beam.core.data_source import get_cursor as _get
+from datarax_beam.core.data_source import set_cursor as _put
 from datarax_beam.core.element import Element, RecordMetadata
 
 #: What the TFRecord-only error tells users to install.
 TENSORFLOW_EXTRA = "pip install 'datarax_beam[tensorflow]'"
-
-
-def _get(variable: nnx.Variable) -> int:
-    get = getattr(variable, "get_value", None)  # `.value` is deprecated in recent Flax
-    return int(get() if get is not None else variable.value)
-
-
-def _put(variable: nnx.Variable, value: int) -> None:
-    put = getattr(variable, "set_value", None)
-    if put is not None:
-        put(int(value))
-    else:
-        variable.value = int(value)
 
 
 class DatasetUnavailableError(OSError):
