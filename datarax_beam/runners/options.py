@@ -68,6 +68,10 @@ def spark(spark_master_url: str = "local[2]", *, environment_type: str = "LOOPBA
     return flags + [f"--{k}={v}" for k, v in extra.items()]
 
 
+#: Log level of SDK worker processes unless the flags say otherwise.
+WORKER_LOG_LEVEL = "WARNING"
+
+
 def build_options(options: PipelineOptions | Sequence[str] | None = None) -> PipelineOptions:
     """`PipelineOptions` from flags, an existing object, or None (DirectRunner in-process)."""
     if options is None:
@@ -81,6 +85,10 @@ def build_options(options: PipelineOptions | Sequence[str] | None = None) -> Pip
     flags = list(options)
     if not any(f.startswith("--runner") for f in flags):
         flags = in_process() + flags
+    if not any(f.startswith("--default_sdk_harness_log_level") for f in flags):
+        # Local worker processes otherwise print a dozen INFO lines each; ask for them with
+        # --default_sdk_harness_log_level=INFO.
+        flags.append(f"--default_sdk_harness_log_level={WORKER_LOG_LEVEL}")
     return PipelineOptions(flags)
 
 

@@ -54,3 +54,9 @@ def test_import_does_not_pull_in_beam():
                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, cwd=root)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "materialize"
+
+
+def test_worker_processes_log_warnings_only_unless_asked():
+    assert build_options(options.multi_process(2)).get_all_options()["default_sdk_harness_log_level"] == "WARNING"
+    asked = build_options(options.multi_process(2) + ["--default_sdk_harness_log_level=INFO"])
+    assert asked.get_all_options()["default_sdk_harness_log_level"] == "INFO"
