@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from datarax_beam.core import columns as cols
+from datarax_beam.core.data_source import DataSourceModule
 from datarax_beam.core.element import Element
 
 
@@ -100,3 +102,45 @@ def assert_restores_at_every_step(
 def collect(iterable: Iterable[Any]) -> list[Any]:
     """Materializes an iterable into comparable values."""
     return [to_comparable(x) for x in iterable]
+
+
+class IteratorSource(DataSourceModule):
+    """An iterator-only source over in-memory columns, for tests and examples.
+
+    It is read sequentially (never by index), like a custom or streaming source.
+
+    Args:
+      columns: a dict of equal-length arrays or lists; record ``i`` is ``{k: v[i]}``.
+      name: the source name (error messages name it).
+      fail_at: raise ``error`` when the iteration reaches this position.
+      error: the exception raised at ``fail_at``.
+      n_shards: also expose the streaming-shard contract (``n_shards``, ``iter_shard(i)``) with
+        this many contiguous shards, so Beam reads the shards in parallel.
+
+    Example:
+      >>> [r["x"] for r in IteratorSource({"x": [1, 2, 3]})]
+      [1, 2, 3]
+    """
+
+    def __init__(self, columns: Mapping[str, Any], *, name: str = "records", fail_at: int | None = None,
+                 error: Exception | None = None, n_shards: int | None = None):
+        super().__init__(name=name)
+        self.columns = dict(columns)
+        self.length = cols.num_rows(self.columns)
+        self.fail_at = fail_at
+        self.error = error if error is not None else ConnectionError("stream reset by peer")
+        if n_shards is not None:
+            self.n_shards = int(n_shards)
+
+    def _rows(self, lo: int, hi: int):
+        for i in range(lo, hi):
+            if i == self.fail_at:
+                raise self.error
+            yield {k: v[i] for k, v in self.columns.items()}
+
+    def __iter__(self):
+        return self._rows(0, self.length)
+
+    def iter_shard(self, shard: int):
+        bounds = np.linspace(0, self.length, self.n_shards + 1).astype(int)
+        return self._rows(int(bounds[shard]), int(bounds[shard + 1]))

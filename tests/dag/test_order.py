@@ -40,22 +40,8 @@ def test_shuffle_indices_matches_buffer_shuffle_for_small_buffers():
 
 def test_iterator_source_error_names_the_record_position_online():
     from datarax_beam import from_source
-    from datarax_beam.core.data_source import DataSourceModule
+    from datarax_beam.testing import IteratorSource
 
-    class Flaky(DataSourceModule):
-        def __init__(self):
-            super().__init__(name="flaky")
-            self.i = 0
-
-        def __iter__(self):
-            self.i = 0
-            return self
-
-        def __next__(self):
-            if self.i == 5:
-                raise OSError("disk gone")
-            self.i += 1
-            return {"x": self.i}
-
+    flaky = IteratorSource({"x": list(range(10))}, name="flaky", fail_at=5, error=OSError("disk gone"))
     with pytest.raises(RuntimeError, match="Source 'flaky' raised while reading the record at position 5.*OSError: disk gone"):
-        list(from_source(Flaky(), batch_size=2))
+        list(from_source(flaky, batch_size=2))

@@ -4,31 +4,13 @@ import numpy as np
 import pytest
 
 from datarax_beam import from_source
-from datarax_beam.core.data_source import DataSourceModule
 from datarax_beam.operators import ElementOperator, ElementOperatorConfig
 from datarax_beam.operators.statistics import Normalize
 from datarax_beam.sources import MemorySource, MemorySourceConfig
 from datarax_beam.statistics import Statistics
+from datarax_beam.testing import IteratorSource
 
 X = np.random.default_rng(1).normal(4.0, 2.0, (1500, 3)).astype(np.float32)
-
-
-class Rows(DataSourceModule):
-    """An iterator-only source over X."""
-
-    def __init__(self):
-        super().__init__(name="rows")
-        self.i = 0
-
-    def __iter__(self):
-        self.i = 0
-        return self
-
-    def __next__(self):
-        if self.i >= len(X):
-            raise StopIteration
-        self.i += 1
-        return {"x": X[self.i - 1]}
 
 
 def pipeline(source=None, batch_size=64):
@@ -47,7 +29,7 @@ def test_statistics_are_over_the_prefix_output_and_normalize_works():
 
 def test_statistics_do_not_depend_on_batch_size_order_or_source_kind():
     ref = pipeline(batch_size=64).statistics["x"]
-    for other in (pipeline(batch_size=7), pipeline(MemorySource(MemorySourceConfig(), {"x": X})), pipeline(Rows())):
+    for other in (pipeline(batch_size=7), pipeline(MemorySource(MemorySourceConfig(), {"x": X})), pipeline(IteratorSource({"x": X}, name="rows"))):
         for key, value in ref.items():
             np.testing.assert_array_equal(np.asarray(other.statistics["x"][key]), np.asarray(value), err_msg=key)
 

@@ -11,6 +11,7 @@ from datarax_beam.core.data_source import RandomAccessSource
 from datarax_beam.operators import ElementOperator, ElementOperatorConfig
 from datarax_beam.runners import counters, materialize, run
 from datarax_beam.shards import load_shardset
+from datarax_beam.testing import IteratorSource
 
 from .helpers import Fault, N, errors, marker, pipeline, read_all, source
 
@@ -106,17 +107,8 @@ def MemorySourceOf(text):
 
 
 def _rows(src):
-    from datarax_beam.core.data_source import DataSourceModule
-
-    class Rows(DataSourceModule):  # iterator-only: read sequentially, shards assigned after a GroupByKey
-        def __init__(self):
-            super().__init__(name="rows")
-
-        def __iter__(self):
-            for i in range(len(src)):
-                yield {k: v[i] for k, v in src.columns.items()}
-
-    return Rows()
+    # iterator-only: read sequentially, shards assigned after a GroupByKey
+    return IteratorSource(src.columns, name="rows")
 
 
 @pytest.mark.parametrize("kind", ["iterator_shuffled", "multi_process"])

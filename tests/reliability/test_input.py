@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from datarax_beam import OperatorNode, from_source
-from datarax_beam.core.data_source import DataSourceModule
 from datarax_beam.operators import ElementOperator, ElementOperatorConfig
 from datarax_beam.runners import materialize
 from datarax_beam.shards import SHARDSET_FILE, SchemaError, load_shardset
 from datarax_beam.shards.writer import write_shardset
 from datarax_beam.sources import MemorySource
+from datarax_beam.testing import IteratorSource
 
 from .helpers import errors, pipeline, read_all
 
@@ -41,17 +41,7 @@ def test_pathlib_output_dir_is_fine(tmp_path):
 
 
 def _iterator_source(values, fail_at=None):
-    class Flaky(DataSourceModule):
-        def __init__(self):
-            super().__init__(name="flaky")
-
-        def __iter__(self):
-            for i, v in enumerate(values):
-                if i == fail_at:
-                    raise ConnectionError("stream reset by peer")
-                yield {"x": np.float32(v)}
-
-    return Flaky()
+    return IteratorSource({"x": np.asarray(values, dtype=np.float32)}, name="flaky", fail_at=fail_at)
 
 
 def test_iterator_source_raising_mid_iteration_names_the_position(tmp_path):
@@ -105,15 +95,7 @@ def test_chain_changing_a_shape_between_records(tmp_path, iterator):
 
 
 def _iterator_like(data):
-    class Rows(DataSourceModule):
-        def __init__(self):
-            super().__init__(name="rows")
-
-        def __iter__(self):
-            for i in range(len(data["t"])):
-                yield {"x": data["x"][i], "t": data["t"][i]}
-
-    return Rows()
+    return IteratorSource({"x": data["x"], "t": data["t"]}, name="rows")
 
 
 def test_shard_metadata_is_json_only(tmp_path):

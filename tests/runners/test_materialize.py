@@ -12,6 +12,7 @@ from datarax_beam.core.data_source import RandomAccessSource
 from datarax_beam.runners import counters, materialize, options, run
 from datarax_beam.shards import SHARDSET_FILE, load_shardset
 from datarax_beam.sources import MemorySource
+from datarax_beam.testing import IteratorSource
 
 from .conftest import NUM_RECORDS, PrefixFS, make_pipeline, online_columns, read_all, shard_bytes
 
@@ -167,27 +168,7 @@ def test_non_local_filesystem(tmp_path, inproc):
 
 
 def _iterator_source(columns, n_shards=None):
-    from datarax_beam.core.data_source import DataSourceModule
-
-    class Records(DataSourceModule):
-        def __init__(self):
-            super().__init__(name="records")
-            self.columns, self.i = columns, 0
-            if n_shards:
-                self.n_shards = n_shards
-
-        def _rows(self, lo, hi):
-            for i in range(lo, hi):
-                yield {k: v[i] for k, v in self.columns.items()}
-
-        def iter_shard(self, s):
-            bounds = np.linspace(0, len(self.columns["label"]), n_shards + 1).astype(int)
-            return self._rows(bounds[s], bounds[s + 1])
-
-        def __iter__(self):
-            return self._rows(0, len(self.columns["label"]))
-
-    return Records()
+    return IteratorSource(columns, n_shards=n_shards)
 
 
 @pytest.mark.parametrize("n_shards", [None, 3])

@@ -6,36 +6,18 @@ import numpy as np
 import pytest
 
 from datarax_beam import from_source
-from datarax_beam.core.data_source import DataSourceModule
 from datarax_beam.operators import ElementOperator, ElementOperatorConfig
 from datarax_beam.operators.statistics import Normalize, VocabularyLookup
 from datarax_beam.runners import materialize, options
 from datarax_beam.shards import decode_batch, load_shardset
 from datarax_beam.sources import MemorySource, MemorySourceConfig
 from datarax_beam.statistics import load_statistics
+from datarax_beam.testing import IteratorSource
 
 N = 2300  # three statistics blocks, the last one partial
 RNG = np.random.default_rng(5)
 X = RNG.normal(2.0, 3.0, (N, 4, 2)).astype(np.float32)
 WORD = np.array([f"w{int(i)}" for i in RNG.integers(0, 9, N)], dtype=object)
-
-
-class Rows(DataSourceModule):
-    """An iterator-only source over the same data (read sequentially, chunked by batch size)."""
-
-    def __init__(self):
-        super().__init__(name="rows")
-        self.i = 0
-
-    def __iter__(self):
-        self.i = 0
-        return self
-
-    def __next__(self):
-        if self.i >= N:
-            raise StopIteration
-        self.i += 1
-        return {"x": X[self.i - 1], "word": WORD[self.i - 1]}
 
 
 def make_pipeline(source=None, batch_size=64):
@@ -104,7 +86,7 @@ def test_identical_across_runners(tmp_path, inproc, runner):
 
 @pytest.mark.parametrize("source,batch_size", [(None, 7), ("rows", 100)])
 def test_identical_across_chunk_sizes_and_source_kinds(tmp_path, inproc, source, batch_size):
-    pipeline = make_pipeline(Rows() if source == "rows" else None, batch_size=batch_size)
+    pipeline = make_pipeline(IteratorSource({"x": X, "word": WORD}, name="rows") if source == "rows" else None, batch_size=batch_size)
     other = materialize(pipeline, str(tmp_path / "out"), num_shards=2, options=options.in_process())
     assert_same_statistics(load_statistics(other.path), load_statistics(inproc.path))
     np.testing.assert_array_equal(read_all(other)["x"], read_all(inproc)["x"])
