@@ -53,6 +53,10 @@ from datarax_beam.transforms.statistics import AnalyzeStatistics, add_statistics
 from datarax_beam.transforms.writer import WriteShards, output_permutation
 from datarax_beam.version import __version__
 
+#: Prefix of the Beam counters of statistics analysis branches (``analysis_records_read``, ...),
+#: so ``records_read``/``kernel_compilations`` count the main read -> transform -> write path only.
+ANALYSIS = "analysis_"
+
 #: Records per shard aimed at when ``num_shards`` is not given (random-access sources).
 RECORDS_PER_SHARD = 65_536
 
@@ -103,7 +107,7 @@ def _statistics_graph(p, pipeline: Pipeline, batch_size: int, read_for_analysis,
             read_for_analysis(f"AnalyzeRead{k}")
             | f"AnalyzeOperators{k}" >> ApplyOperators(operators[:k], batch_size, epoch=0,
                                                        statistics=stats_pc if needs else None,
-                                                       policy=policy)
+                                                       policy=policy, prefix=ANALYSIS)
             | f"Analyze{k}" >> AnalyzeStatistics(missing)
         )
         stats_pc = add_statistics(stats_pc, new, f"Statistics{k}")
@@ -187,22 +191,22 @@ def run(
         def read_for_analysis(label):  # index order, one chunk per statistics block
             block_tasks = plan_block_tasks(n, shards, BLOCK_SIZE)
             return p | label >> ReadIndexRanges(reader, block_tasks, None, BLOCK_SIZE, spread=not single,
-                                                policy=policy)
+                                                policy=policy, prefix=ANALYSIS)
     else:
         shards = num_shards or 1
         # Parallel shard reads reproduce the online numbering only for an unshuffled stream.
         shuffled = bool(getattr(source.config, "shuffle", False)) or pipeline.shuffle_node is not None
 
-        def read_stream(label, shuffle_node=pipeline.shuffle_node):
+        def read_stream(label, shuffle_node=pipeline.shuffle_node, prefix=""):
             if is_sharded_stream(source) and not shuffled:
-                return p | label >> ReadStreamShards(source, bs)
-            return p | label >> ReadSequential(source, bs, shuffle_node)
+                return p | label >> ReadStreamShards(source, bs, prefix)
+            return p | label >> ReadSequential(source, bs, shuffle_node, prefix)
 
         chunks = read_stream("Read")
         sizes = order_path = None
 
         def read_for_analysis(label):  # statistics are over epoch 0 in index order: no shuffle
-            return read_stream(label, None)
+            return read_stream(label, None, ANALYSIS)
 
     operators, statistics, stats_pc = _statistics_graph(p, pipeline, bs, read_for_analysis, policy)
     commit = Commit(output_dir, tmp_dir, shards, compression, int(seed), bool(shuffle),

@@ -54,18 +54,18 @@ class ApplyOperatorsFn(beam.DoFn):
     """
 
     def __init__(self, operators: Sequence[OperatorModule], batch_size: int, epoch: int = 0,
-                 policy: ErrorPolicy = DEFAULT_POLICY):
+                 policy: ErrorPolicy = DEFAULT_POLICY, prefix: str = ""):
         self._operators = tuple(operators)
         self._policy = policy
         self._batch_size = int(batch_size)
         self._epoch = int(epoch)
         self._kernel: ChainKernel | None = None
-        self._compilations = Metrics.counter(NAMESPACE, "kernel_compilations")
-        self._micros = Metrics.counter(NAMESPACE, "kernel_micro_secs")
-        self._records = Metrics.counter(NAMESPACE, "records_transformed")
-        self._bundles = Metrics.counter(NAMESPACE, "operator_bundles")
-        self._worker_bundles = Metrics.gauge(NAMESPACE, "worker_bundles")
-        self._worker_compiles = Metrics.gauge(NAMESPACE, "worker_kernel_compilations")
+        self._compilations = Metrics.counter(NAMESPACE, f"{prefix}kernel_compilations")
+        self._micros = Metrics.counter(NAMESPACE, f"{prefix}kernel_micro_secs")
+        self._records = Metrics.counter(NAMESPACE, f"{prefix}records_transformed")
+        self._bundles = Metrics.counter(NAMESPACE, f"{prefix}operator_bundles")
+        self._worker_bundles = Metrics.gauge(NAMESPACE, f"{prefix}worker_bundles")
+        self._worker_compiles = Metrics.gauge(NAMESPACE, f"{prefix}worker_kernel_compilations")
 
     def __getstate__(self):
         state = dict(self.__dict__)
@@ -144,9 +144,9 @@ class ApplyOperators(beam.PTransform):
     """The composite form of `ApplyOperatorsFn` (a no-op copy when the chain is empty)."""
 
     def __init__(self, operators: Sequence[OperatorModule], batch_size: int, epoch: int = 0,
-                 statistics=None, policy: ErrorPolicy = DEFAULT_POLICY):
+                 statistics=None, policy: ErrorPolicy = DEFAULT_POLICY, prefix: str = ""):
         super().__init__()
-        self._fn = ApplyOperatorsFn(operators, batch_size, epoch, policy)
+        self._fn = ApplyOperatorsFn(operators, batch_size, epoch, policy, prefix)
         self._statistics = statistics  # a singleton PCollection of statistics JSON, or None
 
     def expand(self, chunks):

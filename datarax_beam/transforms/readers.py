@@ -86,10 +86,10 @@ def plan_block_tasks(num_records: int, num_tasks: int, block_size: int) -> list[
 
 class _ReadTaskFn(beam.DoFn):
     def __init__(self, reader: IndexReader, order_path: str | None, batch_size: int,
-                 policy: ErrorPolicy = DEFAULT_POLICY):
+                 policy: ErrorPolicy = DEFAULT_POLICY, prefix: str = ""):
         self._reader, self._order_path, self._batch_size = reader, order_path, batch_size
         self._policy = policy
-        self._records = Metrics.counter(NAMESPACE, "records_read")
+        self._records = Metrics.counter(NAMESPACE, f"{prefix}records_read")
 
     def setup(self):
         self._reader.setup()
@@ -143,18 +143,19 @@ class ReadIndexRanges(beam.PTransform):
     """
 
     def __init__(self, reader: IndexReader, tasks: list[ShardTask], order_path: str | None,
-                 batch_size: int, *, spread: bool = True, policy: ErrorPolicy = DEFAULT_POLICY):
+                 batch_size: int, *, spread: bool = True, policy: ErrorPolicy = DEFAULT_POLICY,
+                 prefix: str = ""):
         super().__init__()
         self._reader, self._tasks = reader, list(tasks)
         self._order_path, self._batch_size, self._spread = order_path, batch_size, spread
-        self._policy = policy
+        self._policy, self._prefix = policy, prefix
 
     def expand(self, pbegin):
         tasks = pbegin | "ShardTasks" >> beam.Create(self._tasks, reshuffle=False)
         if self._spread:
             tasks = tasks | "SpreadTasks" >> beam.Reshuffle()
         return tasks | "ReadByIndex" >> beam.ParDo(
-            _ReadTaskFn(self._reader, self._order_path, self._batch_size, self._policy))
+            _ReadTaskFn(self._reader, self._order_path, self._batch_size, self._policy, self._prefix))
 
 
 def numbered_records(source: DataSourceModule, shuffle: ShuffleNode | None):
@@ -176,9 +177,9 @@ def _chunks_of(records, batch_size: int, shard: int, first_position: int = 0):
 
 
 class _IterateFn(beam.DoFn):
-    def __init__(self, source, shuffle, batch_size):
+    def __init__(self, source, shuffle, batch_size, prefix: str = ""):
         self._source, self._shuffle, self._batch_size = source, shuffle, batch_size
-        self._records = Metrics.counter(NAMESPACE, "records_read")
+        self._records = Metrics.counter(NAMESPACE, f"{prefix}records_read")
 
     def process(self, _):
         for chunk in _chunks_of(numbered_records(self._source, self._shuffle), self._batch_size, -1):
@@ -189,23 +190,25 @@ class _IterateFn(beam.DoFn):
 class ReadSequential(beam.PTransform):
     """Reads an iterator-only source in order on one worker, then redistributes the chunks."""
 
-    def __init__(self, source: DataSourceModule, batch_size: int, shuffle: ShuffleNode | None = None):
+    def __init__(self, source: DataSourceModule, batch_size: int, shuffle: ShuffleNode | None = None,
+                 prefix: str = ""):
         super().__init__()
+        self._prefix = prefix
         self._source, self._batch_size, self._shuffle = source, batch_size, shuffle
 
     def expand(self, pbegin):
         return (
             pbegin
             | "Start" >> beam.Create([None])
-            | "Iterate" >> beam.ParDo(_IterateFn(self._source, self._shuffle, self._batch_size))
+            | "Iterate" >> beam.ParDo(_IterateFn(self._source, self._shuffle, self._batch_size, self._prefix))
             | "Redistribute" >> beam.Reshuffle()
         )
 
 
 class _ReadStreamShardFn(beam.DoFn):
-    def __init__(self, source, batch_size):
+    def __init__(self, source, batch_size, prefix: str = ""):
         self._source, self._batch_size = source, batch_size
-        self._records = Metrics.counter(NAMESPACE, "records_read")
+        self._records = Metrics.counter(NAMESPACE, f"{prefix}records_read")
 
     def setup(self):
         if hasattr(self._source, "set_epoch"):
@@ -239,8 +242,9 @@ class ReadStreamShards(beam.PTransform):
     `ReadSequential` instead.
     """
 
-    def __init__(self, source: Any, batch_size: int):
+    def __init__(self, source: Any, batch_size: int, prefix: str = ""):
         super().__init__()
+        self._prefix = prefix
         self._source, self._batch_size = source, batch_size
 
     def expand(self, pbegin):
@@ -248,7 +252,7 @@ class ReadStreamShards(beam.PTransform):
             pbegin
             | "Shards" >> beam.Create(list(range(int(self._source.n_shards))), reshuffle=False)
             | "SpreadShards" >> beam.Reshuffle()
-            | "ReadShard" >> beam.ParDo(_ReadStreamShardFn(self._source, self._batch_size))
+            | "ReadShard" >> beam.ParDo(_ReadStreamShardFn(self._source, self._batch_size, self._prefix))
         )
         counts = (
             chunks

@@ -99,3 +99,16 @@ def test_given_statistics_are_used_and_recorded(tmp_path, inproc):
     assert_same_statistics(load_statistics(shardset.path), load_statistics(inproc.path))
     np.testing.assert_array_equal(read_all(shardset)["x"], read_all(inproc)["x"][:50])
     assert load_shardset(shardset.path).statistics is not None
+
+
+def test_analysis_branches_count_under_their_own_counters(tmp_path):
+    from datarax_beam.runners import counters, run
+
+    result = run(make_pipeline(), str(tmp_path / "out"), num_shards=2, options=options.in_process()).result
+    c = counters(result)
+    assert c["records_read"] == N and c["records_written"] == N and c["records_transformed"] == N
+    assert c["analysis_records_read"] == 3 * N  # one analysis pass per consumer
+    assert c["records_analyzed"] == 3 * N
+    # The analysis prefixes (text passes through) compile once per branch; the full chain looks
+    # words up in a vocabulary, so it runs per record and compiles nothing.
+    assert c["analysis_kernel_compilations"] == 2 and c.get("kernel_compilations", 0) == 0
