@@ -1,7 +1,9 @@
 """Turning the reader's ``path`` argument into a list of ArrayRecord files (and a shard set).
 
 Accepted forms: a shard-set directory (must hold ``shardset.json``), one ``.array_record`` file, a
-glob pattern, or a list of files. Files named explicitly decode with a shard set's schema when
+glob pattern, or a list of files. A shard-set directory on a non-local Beam filesystem
+(``gs://``, ``s3://``, ...) is copied shard by shard into a local cache first: array_record's
+reader opens local files only. Files named explicitly decode with a shard set's schema when
 their directory's ``shardset.json`` lists every one of them; otherwise they are raw records.
 """
 
@@ -41,14 +43,14 @@ class Files:
         return int(h.hexdigest()[:7], 16)
 
 
-def resolve(path: str | os.PathLike | Sequence[str | os.PathLike]) -> Files:
+def resolve(path: str | os.PathLike | Sequence[str | os.PathLike], cache_dir: str | None = None) -> Files:
     """Resolves any accepted path form; raises `FileNotFoundError` naming what is missing."""
     if isinstance(path, (str, os.PathLike)):
         p = os.fspath(path)
         if "://" in p or os.path.isdir(p):
             shardset = load_shardset(p)  # refuses a directory without shardset.json
-            return Files(tuple(shardset.shard_paths), shardset,
-                         tuple(s.num_records for s in shardset.shards))
+            paths = shardset.shard_paths if "://" not in p else _fetch(shardset, cache_dir)
+            return Files(tuple(paths), shardset, tuple(s.num_records for s in shardset.shards))
         if any(c in p for c in _GLOB_CHARS) and not os.path.exists(p):
             paths = sorted(f for f in glob.glob(p) if os.path.isfile(f))
             if not paths:
@@ -93,3 +95,33 @@ def _sibling_shardset(paths: list[str]) -> ShardSet | None:
     shardset = load_shardset(directory)
     names = {s.name for s in shardset.shards}
     return shardset if all(os.path.basename(p) in names for p in paths) else None
+
+
+def default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "datarax_beam")
+
+
+def _fetch(shardset: ShardSet, cache_dir: str | None) -> list[str]:
+    """Local copies of a remote shard set's shards (reused when their sizes match the metadata).
+
+    Each copy is written under a temporary name and renamed, so concurrent readers and
+    interrupted copies never leave a partial shard behind under its real name.
+    """
+    from datarax_beam.shards import fs  # imports Beam's FileSystems: remote paths only
+
+    key = hashlib.sha256(f"{shardset.path}|{shardset.fingerprint}|{shardset.total_bytes}".encode())
+    directory = os.path.join(cache_dir or default_cache_dir(), key.hexdigest()[:16])
+    os.makedirs(directory, exist_ok=True)
+    local = []
+    for info, remote in zip(shardset.shards, shardset.shard_paths, strict=True):
+        dest = os.path.join(directory, info.name)
+        if not (os.path.exists(dest) and os.path.getsize(dest) == info.num_bytes):
+            fs.copy_to_local(remote, dest)
+            if os.path.getsize(dest) != info.num_bytes:
+                raise OSError(
+                    f"Shard {remote!r} has {os.path.getsize(dest)} bytes, but shardset.json says "
+                    f"{info.num_bytes}: the shard set changed or the copy is corrupt"
+                )
+        local.append(dest)
+    return local

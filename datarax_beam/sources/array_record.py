@@ -51,6 +51,8 @@ class ArrayRecordSourceConfig:
       read_threads: background threads reading and decoding batches.
       prefetch_batches: batches read ahead of the consumer (0: read synchronously).
       decode: decode records with the shard set's schema; otherwise raw bytes under `RAW_KEY`.
+      cache_dir: where shards of a non-local shard set (``gs://...`` or any Beam filesystem) are
+        copied before reading (default ``$XDG_CACHE_HOME/datarax_beam`` or ``~/.cache/...``).
     """
 
     shuffle: bool = False
@@ -62,6 +64,7 @@ class ArrayRecordSourceConfig:
     read_threads: int = 2
     prefetch_batches: int = 4
     decode: bool = True
+    cache_dir: str | None = None
 
     def __post_init__(self):
         for name in ("shuffle", "drop_remainder", "decode"):
@@ -238,7 +241,7 @@ class ArrayRecordSourceModule(RandomAccessSource):
             self.shard_index, self.shard_count = jax.process_index(), jax.process_count()
         else:
             self.shard_index, self.shard_count = config.shard_index, config.shard_count
-        files = _paths.resolve(path)
+        files = _paths.resolve(path, cache_dir=config.cache_dir)
         self._shards = _Shards(files, config.read_threads, config.prefetch_batches)
         self._schema = files.shardset.schema if files.shardset is not None and config.decode else None
         self._fingerprint = files.fingerprint(self._shards.counts.tolist())
