@@ -15,6 +15,7 @@ from datarax_beam.sources import MemorySource
 from datarax_beam.testing import IteratorSource
 
 from .conftest import NUM_RECORDS, PrefixFS, make_pipeline, online_columns, read_all, shard_bytes
+from .testfs import WORKER_PLUGIN
 
 SHARDS = 4
 
@@ -226,3 +227,13 @@ def test_full_pass_statistics_operator_matches_online(tmp_path, pipeline):
     shardset = materialize(p, str(tmp_path / "stats"), num_shards=2)
     np.testing.assert_array_equal(read_all(shardset.path)["image"], online_columns(p)["image"])
     assert set(shardset.statistics) == {"image"} and "mean" in shardset.statistics["image"]
+
+
+def test_non_local_filesystem_with_worker_processes(tmp_path, inproc):
+    # Worker processes register the scheme through --beam_plugins; staging, shard writes and the
+    # commit all go through testfs:// from other processes.
+    out = PrefixFS.PREFIX + str(tmp_path / "remote_mp" / "out")
+    shardset = materialize(make_pipeline(), out, num_shards=SHARDS,
+                           options=options.multi_process(2) + [WORKER_PLUGIN])
+    assert shardset.path == out and shardset.num_records == NUM_RECORDS
+    assert shard_bytes(str(tmp_path / "remote_mp" / "out")) == shard_bytes(inproc.shardset.path)
