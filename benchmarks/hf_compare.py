@@ -30,16 +30,10 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
-
-BATCH = 1024
-SHARDS = 8
-MEAN, STD = 0.5, 0.25
-
-
-def make_data(n: int) -> np.ndarray:
-    return np.random.default_rng(0).random((n, 28, 28), dtype=np.float32)
+from offline import BATCH, MEAN, SHARDS, STD, make_data, ours  # noqa: E402  (same data, same job)
 
 
 def hf_dataset(images: np.ndarray):
@@ -65,17 +59,7 @@ def run_hf_numpy(ds, out: str) -> None:
 
 
 def run_ours(images: np.ndarray, out: str) -> None:
-    from datarax_beam import OperatorNode, from_source
-    from datarax_beam.operators import ElementOperator, ElementOperatorConfig
-    from datarax_beam.runners import materialize
-    from datarax_beam.sources import MemorySource
-
-    def normalize(element, key):
-        return element.update_data({"image": (element.data["image"] - MEAN) / STD})
-
-    op = ElementOperator(ElementOperatorConfig(), fn=normalize)
-    pipeline = from_source(MemorySource(data={"image": images}), BATCH) >> OperatorNode(op)
-    materialize(pipeline, out, num_shards=SHARDS, overwrite=True)
+    ours(images, out, None)  # offline.py's job, DirectRunner in-process
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
