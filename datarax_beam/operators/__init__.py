@@ -2,5 +2,13 @@
 
 from datarax_beam.core.operator import OperatorConfig, OperatorModule
 from datarax_beam.operators.element_operator import ElementOperator, ElementOperatorConfig
+from datarax_beam.operators.host import HostOperator, host_rng
 
-__all__ = ["ElementOperator", "ElementOperatorConfig", "OperatorConfig", "OperatorModule"]
+__all__ = [
+    "ElementOperator",
+    "ElementOperatorConfig",
+    "HostOperator",
+    "OperatorConfig",
+    "OperatorModule",
+    "host_rng",
+]

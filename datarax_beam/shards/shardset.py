@@ -43,9 +43,16 @@ def join(directory: str, name: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ShardInfo:
+    """One shard file: its plain file name inside the set, record count, size and content hash.
+
+    ``sha256`` is the hex SHA-256 of the whole file (None only in sets written before it was
+    recorded); readers key caches on it and verify it when they first open the file.
+    """
+
     name: str
     num_records: int
     num_bytes: int
+    sha256: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +68,7 @@ class ShardSet:
       num_failed: records that went to the dead-letter output instead of the shards.
       statistics: full-pass statistics (`Statistics`), when the chain used any.
       versions: library versions of the writer.
+      job_id: a unique id of the job that committed this set (a rerun gets a new one).
     """
 
     path: str
@@ -74,6 +82,7 @@ class ShardSet:
     statistics: Mapping[str, Any] | None = None
     versions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    job_id: str | None = None
 
     @property
     def num_records(self) -> int:
@@ -94,6 +103,7 @@ class ShardSet:
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "job_id": self.job_id,
             "num_records": self.num_records,
             "total_bytes": self.total_bytes,
             "num_failed": self.num_failed,
@@ -123,7 +133,8 @@ class ShardSet:
             )
         return cls(
             path=path,
-            shards=tuple(ShardInfo(str(s["name"]), int(s["num_records"]), int(s["num_bytes"])) for s in d["shards"]),
+            shards=tuple(ShardInfo(str(s["name"]), int(s["num_records"]), int(s["num_bytes"]), s.get("sha256"))
+                         for s in d["shards"]),
             schema=Schema.from_json(d["schema"]),
             compression=d.get("compression", "zstd"),
             seed=int(d.get("seed", 0)),
@@ -133,6 +144,7 @@ class ShardSet:
             statistics=Statistics.from_json(d["statistics"]) if d.get("statistics") else None,
             versions=d.get("versions", {}),
             extra=d.get("extra", {}),
+            job_id=d.get("job_id"),
         )
 
     @classmethod
