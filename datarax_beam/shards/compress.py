@@ -1,0 +1,175 @@
+"""Record-level compression: every record is compressed on its own, on a pool of threads.
+
+ArrayRecord's own (riegeli chunk) compression runs inside ``ArrayRecordWriter.write``, which
+holds the GIL: one thread compresses everything. Compressing records ourselves with ``zstandard``
+(which releases the GIL) lets a writer use several cores, and a reader decompress on its read
+threads, while the file stays a plain ArrayRecord file of ``uncompressed`` riegeli chunks.
+
+Stored layout of one record (``compression="zstd"``, see ``docs/format.md``)::
+
+    tag (1 byte) + payload
+    tag 0x00: payload is the codec bytes as they are (compression would not make them smaller)
+    tag 0x01: payload is one zstd frame (with its content size) of the codec bytes
+
+Each record is compressed independently with fixed parameters, so the bytes do not depend on the
+number of threads, the batch a record was in, the worker or the runner. With
+``compression="uncompressed"`` records are the codec bytes, untagged.
+
+Example:
+  >>> c = RecordCompressor("zstd", threads=2)
+  >>> records = [bytes(100), b"abc"]
+  >>> stored = c.compress(records)
+  >>> [s[0] for s in stored], decompress("zstd", stored) == records
+  ([1, 0], True)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from concurrent import futures
+
+#: What ``shardset.json``'s ``compression`` may say for sets of this format.
+COMPRESSIONS = ("zstd", "uncompressed")
+#: zstd level of ``compression="zstd"`` (zstd's default: a good speed/size balance).
+ZSTD_LEVEL = 3
+#: The ArrayRecord writer options every shard is written with: one record per riegeli chunk
+#: (random access without decoding neighbours), no riegeli-level compression.
+WRITER_OPTIONS = "group_size:1,uncompressed"
+#: Records per task handed to a compression thread (large enough to amortize the hand-off).
+_TASK_RECORDS = 64
+
+RAW = 0
+ZSTD = 1
+_TAGS = (b"\x00", b"\x01")
+
+_local = threading.local()
+
+
+def _compressor():
+    c = getattr(_local, "compressor", None)
+    if c is None:
+        import zstandard
+
+        c = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    return c
+
+
+def _decompressor():
+    d = getattr(_local, "decompressor", None)
+    if d is None:
+        import zstandard
+
+        d = _local.decompressor = zstandard.ZstdDecompressor()
+    return d
+
+
+def check_compression(compression: str) -> str:
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"Unknown compression {compression!r}; expected one of {COMPRESSIONS}")
+    return compression
+
+
+def compress_one(record: bytes) -> bytes:
+    """The stored form of one record under ``compression="zstd"``."""
+    frame = _compressor().compress(record)
+    if len(frame) < len(record):
+        return _TAGS[ZSTD] + frame
+    return _TAGS[RAW] + record
+
+
+def _compress_all(records: Sequence[bytes]) -> list[bytes]:
+    return [compress_one(r) for r in records]
+
+
+def decompress_one(stored: bytes) -> bytes:
+    """The codec bytes of one stored record (``compression="zstd"``)."""
+    if not stored:
+        raise ValueError("A stored record is empty: it lacks its 1-byte compression tag")
+    tag = stored[0]
+    if tag == ZSTD:
+        import zstandard
+
+        try:
+            return _decompressor().decompress(memoryview(stored)[1:])
+        except zstandard.ZstdError as e:
+            raise ValueError(f"A stored record's zstd frame is corrupt: {e}") from None
+    if tag == RAW:
+        return bytes(memoryview(stored)[1:])
+    raise ValueError(f"A stored record has unknown compression tag {tag}; expected 0 (raw) or 1 (zstd)")
+
+
+def decompress(compression: str, records: Sequence[bytes]) -> list[bytes]:
+    """The codec bytes of stored records (on the calling thread; zstd releases the GIL)."""
+    if compression == "uncompressed":
+        return list(records)
+    check_compression(compression)
+    return [decompress_one(r) for r in records]
+
+
+class RecordCompressor:
+    """Compresses batches of records, in order, on ``threads`` threads.
+
+    Args:
+      compression: ``"zstd"`` or ``"uncompressed"`` (then records pass through).
+      threads: threads compressing at once (1: on the calling thread, no pool).
+
+    `compress` returns the stored records; `submit` returns a future of them, so a writer can
+    hand the next batch over before it writes the current one.
+    """
+
+    def __init__(self, compression: str = "zstd", threads: int = 1):
+        self.compression = check_compression(compression)
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"`threads` must be an int >= 1, got {threads!r}")
+        self.threads = threads
+        self._pool: futures.ThreadPoolExecutor | None = None
+
+    def _executor(self) -> futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = futures.ThreadPoolExecutor(self.threads, thread_name_prefix="datarax_beam-compress")
+        return self._pool
+
+    def submit(self, records: Sequence[bytes]) -> _Batch:
+        """Starts compressing ``records``; ``.result()`` gives the stored records in order."""
+        if self.compression == "uncompressed":
+            return _Batch([], list(records))
+        if self.threads == 1 or len(records) <= _TASK_RECORDS:
+            return _Batch([], _compress_all(records))
+        pool = self._executor()
+        tasks = [pool.submit(_compress_all, records[s : s + _TASK_RECORDS])
+                 for s in range(0, len(records), _TASK_RECORDS)]
+        return _Batch(tasks, None)
+
+    def compress(self, records: Sequence[bytes]) -> list[bytes]:
+        return self.submit(records).result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __getstate__(self):
+        return {"compression": self.compression, "threads": self.threads}
+
+    def __setstate__(self, state):
+        self.__init__(state["compression"], state["threads"])
+
+
+class _Batch:
+    """The pending result of `RecordCompressor.submit`."""
+
+    def __init__(self, tasks: list[futures.Future], done: list[bytes] | None):
+        self._tasks, self._done = tasks, done
+
+    def result(self) -> list[bytes]:
+        if self._done is None:
+            out: list[bytes] = []
+            for t in self._tasks:
+                out.extend(t.result())
+            self._done, self._tasks = out, []
+        return self._done
+
+
+__all__ = ["COMPRESSIONS", "WRITER_OPTIONS", "ZSTD_LEVEL", "RecordCompressor", "check_compression",
+           "compress_one", "decompress", "decompress_one"]
