@@ -133,10 +133,12 @@ def test_state_from_a_different_shard_set_is_refused(tmp_path, shard_dir):
 def test_bad_state_values(shard_dir):
     reader = ArrayRecordSourceModule(shard_dir, ArrayRecordSourceConfig(shard_index=1, shard_count=2))
     fp = reader.get_state()["fingerprint"]
-    with pytest.raises(ValueError, match="`position` 21 is out of range for an epoch of 20 records"):
-        reader.set_state({"epoch": 0, "position": 21, "fingerprint": fp})
+    ok = reader.get_state()
+    with pytest.raises(ValueError, match="`position` 41 is out of range for an epoch of 40 records"):
+        reader.set_state({**ok, "position": 41})
     with pytest.raises(KeyError, match="missing `fingerprint`"):
-        reader.set_state({"epoch": 0, "position": 1})
+        reader.set_state({"epoch": 0, "position": 1, "shuffle": 0})
+    assert fp == ok["fingerprint"] and reader.get_state() == ok
 
 
 def test_import_does_not_pull_in_apache_beam():
