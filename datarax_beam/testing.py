@@ -6,7 +6,7 @@ checkpoint before step k, restore into a fresh object, and the rest of the outpu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,6 +97,79 @@ def assert_restores_at_every_step(
         for j, (x, y) in enumerate(zip(rest, outputs[k:], strict=True)):
             assert_same(x, y, f"restored at step {k}, item {k + j}")
     return steps
+
+
+def run_hosts(hosts: Sequence[Any], steps: int | None = None) -> list[list[Any]]:
+    """Steps simulated hosts in lockstep: ``out[s][i]`` is host ``i``'s item of global step ``s``.
+
+    Each host is an iterable with one cursor (a pipeline or a source, e.g. built with
+    ``shard_index=i, shard_count=len(hosts)``); ``steps=None`` runs to the end of the epoch. A
+    host whose part of the epoch ended has ``None`` in the remaining steps.
+    """
+    iterators = [iter(h) for h in hosts]
+    done = [False] * len(hosts)
+    out: list[list[Any]] = []
+    while steps is None or len(out) < steps:
+        row = []
+        for i, it in enumerate(iterators):
+            item = None if done[i] else next(it, None)
+            done[i] = item is None
+            row.append(item)
+        if all(done):
+            break
+        out.append(row)
+    if steps is not None and len(out) < steps:
+        raise AssertionError(f"the hosts ran out after {len(out)} of {steps} steps")
+    return out
+
+
+def assert_resumes_on_other_host_counts(
+    make: Callable[[int, int], Any],
+    ids: Callable[[Any], Sequence[int]],
+    *,
+    before: int,
+    after: int,
+    steps: int | None,
+    epochs: int = 1,
+) -> list[int]:
+    """Checks an elastic restore: a checkpoint taken on ``before`` hosts resumes on ``after``.
+
+    ``before`` simulated hosts (``make(i, before)``) take ``steps`` global steps of the current
+    epoch (``None``: all of it); every host's state must then be the same. ``after`` fresh hosts
+    restore it and read ``epochs`` epochs (the first from the restored position). Concatenated
+    step by step in host order, everything read must be exactly what one host (``make(0, 1)``)
+    reads from the same start: no record skipped or repeated, in the same global order.
+
+    Args:
+      make: ``make(index, count)`` builds host ``index`` of ``count`` (same data and seed).
+      ids: the record ids of one item (e.g. ``lambda b: b["id"].tolist()``).
+
+    Returns:
+      the ids read, in global order.
+    """
+    first = [make(i, before) for i in range(before)]
+    start = first[0].get_state()
+    taken = run_hosts(first, steps)
+    states = [h.get_state() for h in first]
+    assert all(st == states[0] for st in states), f"hosts disagree on the state: {states}"
+    second = [make(i, after) for i in range(after)]
+    for h in second:
+        h.set_state(states[0])
+    resumed = [row for _ in range(epochs) for row in run_hosts(second)]
+
+    def flat(rows):
+        return [int(x) for row in rows for item in row if item is not None for x in ids(item)]
+
+    got = flat(taken) + flat(resumed)
+    one = make(0, 1)
+    one.set_state(start)
+    reference = flat([row for _ in range(epochs + (steps is None)) for row in run_hosts([one])])
+    first_diff = next((j for j, (a, b) in enumerate(zip(got, reference, strict=False)) if a != b), None)
+    assert got == reference, (
+        f"{before} -> {after} hosts after {steps} steps: read {len(got)} records, expected "
+        f"{len(reference)}; first difference at {first_diff}"
+    )
+    return got
 
 
 def collect(iterable: Iterable[Any]) -> list[Any]:

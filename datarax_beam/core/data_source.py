@@ -225,7 +225,13 @@ class RandomAccessSource(DataSourceModule):
         if run.live is None or run.live[0] != key:
             epoch, order, steps = start_epoch(self, self._cached_epoch_order, 1, drop=False)
             run.live, run.stop_at = [None, self._elements(epoch, order, steps)], None
-        element, epoch, end, last = next(run.live[1])
+        item = next(run.live[1], None)
+        if item is None:  # this host's part of the epoch is done, the last global step is not
+            run.live = None
+            set_cursor(self.epoch, key[0] + 1)
+            set_cursor(self.position, 0)
+            raise StopIteration
+        element, epoch, end, last = item
         nxt = (epoch + 1, 0) if last else (epoch, end)
         set_cursor(self.epoch, nxt[0])
         set_cursor(self.position, nxt[1])
@@ -243,7 +249,7 @@ class RandomAccessSource(DataSourceModule):
             for j, index in enumerate(idx.tolist()):
                 meta = RecordMetadata(index=index, epoch=epoch, source_info=info)
                 element = Element(data={k: v[j] for k, v in batch.items()}, metadata=meta)
-                yield element, epoch, ends[j], c + j == len(steps) - 1
+                yield element, epoch, ends[j], steps.is_last(c + j)
 
     def get_state(self) -> dict[str, int]:
         return {"epoch": get_cursor(self.epoch), "position": get_cursor(self.position)}

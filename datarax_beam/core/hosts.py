@@ -62,14 +62,24 @@ class HostShard:
 
 
 class Steps(NamedTuple):
-    """This host's steps from a position: slice ``[lo, hi)`` of the order, cursor after it."""
+    """This host's steps from a position: slice ``[lo, hi)`` of the order, cursor after it.
+
+    ``final`` says whether this host's last step is the epoch's last global step. When it is
+    not (a partial last step with no share for this host), the host's epoch ends after its last
+    step, when the other hosts still have one to do.
+    """
 
     lo: np.ndarray
     hi: np.ndarray
     end: np.ndarray
+    final: bool = True
 
     def __len__(self) -> int:
         return len(self.lo)
+
+    def is_last(self, j: int) -> bool:
+        """Whether step ``j`` is the epoch's last global step (the cursor then moves on)."""
+        return self.final and j == len(self.lo) - 1
 
 
 def host_steps(n: int, position: int, batch: int, host: HostShard, drop: bool = False) -> Steps:
@@ -97,7 +107,8 @@ def host_steps(n: int, position: int, batch: int, host: HostShard, drop: bool = 
     starts = position + np.arange(full, dtype=np.int64) * g
     lo, hi, end = starts + i * batch, starts + (i + 1) * batch, starts + g
     r = max(n - position, 0) - full * g
-    if r and not drop:
+    partial = bool(r) and not drop and not (host.equal and r < k)
+    if partial:
         start = position + full * g
         if host.equal:
             share = r // k
@@ -105,8 +116,9 @@ def host_steps(n: int, position: int, batch: int, host: HostShard, drop: bool = 
         else:
             a, b = start + i * r // k, start + (i + 1) * r // k
         if b > a:
-            lo, hi, end = np.append(lo, a), np.append(hi, b), np.append(end, n)
-    return Steps(lo, hi, end)
+            return Steps(np.append(lo, a), np.append(hi, b), np.append(end, n), True)
+        return Steps(lo, hi, end, False)
+    return Steps(lo, hi, end, True)
 
 
 def records_per_epoch(n: int, batch: int, host: HostShard, drop: bool = False) -> int:

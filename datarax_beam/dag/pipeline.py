@@ -229,14 +229,18 @@ class Pipeline(nnx.Module, pytree=False):
         cursor = (source.epoch, source.position)
         expected = (epoch, get_cursor(source.position))
         chunks = [order[lo:hi] for lo, hi in zip(steps.lo.tolist(), steps.hi.tolist(), strict=True)]
-        ends, last = steps.end.tolist(), len(chunks) - 1
+        ends = steps.end.tolist()
         for j, (data, indices) in enumerate(zip(source.read_batches(iter(chunks)), chunks, strict=True)):
             self._check_live(token, run.owner, cursor, expected)
             out = self.kernel(data, indices, epoch)
-            expected = (epoch + 1, 0) if j == last else (epoch, ends[j])
+            expected = (epoch + 1, 0) if steps.is_last(j) else (epoch, ends[j])
             set_cursor(source.epoch, expected[0])
             set_cursor(source.position, expected[1])
             yield _to_jax(out)
+        if not steps.final:  # this host's part is done; the other hosts have one step left
+            self._check_live(token, run.owner, cursor, expected)
+            set_cursor(source.epoch, epoch + 1)
+            set_cursor(source.position, 0)
 
     def _iterate_stream(self, token) -> Iterator[dict[str, Any]]:
         """An iterator source's epoch: read sequentially, one batch ahead to know the last one."""
@@ -260,11 +264,10 @@ class Pipeline(nnx.Module, pytree=False):
                                       f"{self.source.name!r} yields no batch of {bs}")
         expected = (epoch, position)
         while True:
-            batch = stream.take(bs)
             self._check_live(token, self._runtime.owner, cursor, expected)
+            batch = stream.take(bs)
             idx = np.array([i for i, _ in batch], dtype=np.int64)
-            data = cols.columns_from_records([e.data for _, e in batch])
-            indices = idx
+            data, indices = cols.columns_from_records([e.data for _, e in batch]), idx
             out = self.kernel(data, indices, epoch)
             position += len(batch)
             last = not stream.has(bs if drop else 1)
