@@ -49,11 +49,20 @@ def assert_same(a: Any, b: Any, where: str = "") -> None:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
 
-def _run(obj: Any, epochs: int) -> list[Any]:
-    out = []
+def _run(obj: Any, epochs: int) -> tuple[list[Any], list[Any]]:
+    """``epochs`` passes of ``iter(obj)``: the items, and the state before each of them."""
+    items, states = [], []
     for _ in range(epochs):
-        out.extend(iter(obj))
-    return out
+        it = iter(obj)
+        while True:
+            state = obj.get_state()
+            try:
+                item = next(it)
+            except StopIteration:
+                break
+            states.append(state)
+            items.append(to_comparable(item))
+    return items, states
 
 
 def assert_restores_at_every_step(
@@ -61,9 +70,13 @@ def assert_restores_at_every_step(
 ) -> int:
     """Checks that restoring a checkpoint taken before any step continues identically.
 
+    The reference run records the state before every step. For each step ``k``, a fresh object
+    restored from state ``k`` must yield exactly the reference's items from ``k`` on, pass
+    through the same states, and end in the same final state.
+
     Args:
       make: builds a fresh, identically configured object with ``get_state``/``set_state`` whose
-        ``iter()`` yields one epoch (a source, a pipeline, a reader).
+        ``iter()`` yields the rest of one epoch (a source, a pipeline, a reader).
       epochs: how many epochs the reference run covers.
       max_steps: check only the first ``max_steps`` steps (for long sources).
 
@@ -71,17 +84,8 @@ def assert_restores_at_every_step(
       the number of steps checked.
     """
     ref = make()
-    states, outputs = [], []
-    for _ in range(epochs):
-        it = iter(ref)
-        while True:
-            state = ref.get_state()
-            try:
-                item = next(it)
-            except StopIteration:
-                break
-            states.append(state)
-            outputs.append(to_comparable(item))
+    outputs, states = _run(ref, epochs)
+    final = ref.get_state()
     assert outputs, "the reference run produced nothing"
     steps = len(states) if max_steps is None else min(max_steps, len(states))
     first_epoch = states[0].get("epoch", 0) if isinstance(states[0], Mapping) else 0
@@ -89,13 +93,14 @@ def assert_restores_at_every_step(
         fresh = make()
         fresh.set_state(states[k])
         state_epoch = states[k].get("epoch", first_epoch) if isinstance(states[k], Mapping) else first_epoch
-        remaining_epochs = epochs - (state_epoch - first_epoch)
-        rest = _run(fresh, remaining_epochs)
+        rest, rest_states = _run(fresh, epochs - (state_epoch - first_epoch))
         assert len(rest) == len(outputs) - k, (
             f"restored at step {k} (state {states[k]}): got {len(rest)} items, expected {len(outputs) - k}"
         )
         for j, (x, y) in enumerate(zip(rest, outputs[k:], strict=True)):
             assert_same(x, y, f"restored at step {k}, item {k + j}")
+        assert rest_states == states[k:], f"restored at step {k}: the states differ from the reference's"
+        assert fresh.get_state() == final, f"restored at step {k}: final state {fresh.get_state()} != {final}"
     return steps
 
 
