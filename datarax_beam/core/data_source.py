@@ -193,8 +193,8 @@ class RandomAccessSource(DataSourceModule):
         if limit is not None and epoch >= limit:
             raise EpochLimitError(
                 f"{type(self).__name__} {self.name!r} serves num_epochs={limit} epoch(s) and epoch "
-                f"{epoch} was asked for: each iter() reads one epoch, so iterate at most {limit} "
-                f"times, or set num_epochs=None for an unbounded number of epochs"
+                f"{epoch} was asked for: each iter() reads one epoch, so iterate at most {limit} time(s), "
+                f"or set num_epochs=None for an unbounded number of epochs"
             )
 
     def check_state(self) -> None:
