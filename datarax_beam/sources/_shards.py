@@ -7,7 +7,9 @@ reopen (and re-verify) the files lazily.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+from concurrent import futures
 from typing import Any
 
 import numpy as np
@@ -98,6 +100,14 @@ class Shards:
             )
         return reader
 
+    def open_all(self, shards: list[int]) -> None:
+        """Opens (and verifies) the shards not open yet, hashing several at once on threads."""
+        missing = [s for s in shards if self.readers[s] is None]
+        if len(missing) > 1:
+            workers = min(len(missing), os.cpu_count() or 2)
+            with futures.ThreadPoolExecutor(workers, thread_name_prefix="datarax_beam-open") as pool:
+                list(pool.map(self.reader, missing))
+
     def shard_of(self, indices: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.ends, indices, side="right")
 
@@ -110,7 +120,9 @@ class Shards:
         out: list[Any] = [None] * len(indices)
         order = np.argsort(shard, kind="stable")
         cuts = np.flatnonzero(np.diff(shard[order])) + 1
-        for slots in np.split(order, cuts):
+        groups = np.split(order, cuts)
+        self.open_all([int(shard[g[0]]) for g in groups])
+        for slots in groups:
             records = self._read_shard(int(shard[slots[0]]), local[slots])
             for slot, rec in zip(slots.tolist(), records, strict=True):
                 out[slot] = rec

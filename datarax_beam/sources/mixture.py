@@ -291,6 +291,13 @@ class Mixture(RandomAccessSource):
     def sources(self) -> list[RandomAccessSource]:
         return list(self._parts.sources)
 
+    def close(self) -> None:
+        """Stops the read threads and closes the sources that can be (reading reopens them)."""
+        self._parts.prefetcher.close()
+        for source in self._parts.sources:
+            if hasattr(source, "close"):
+                source.close()
+
     def get_state(self) -> dict[str, int]:
         return {"epoch": get_cursor(self.epoch), "position": get_cursor(self.position),
                 "fingerprint": get_cursor(self.data_fingerprint)}
