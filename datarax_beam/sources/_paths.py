@@ -33,6 +33,7 @@ class Files:
     shardset: ShardSet | None
     counts: tuple[int, ...] | None
     sha256: tuple[str | None, ...] | None = None
+    ranged: tuple | None = None  # per shard a `_ranges.RangedShard` (remote, read by ranges)
 
     def fingerprint(self, counts: Sequence[int]) -> int:
         """A small non-negative int identifying the data.
@@ -52,12 +53,19 @@ class Files:
         return int(h.hexdigest()[:7], 16)
 
 
-def resolve(path: str | os.PathLike | Sequence[str | os.PathLike], cache_dir: str | None = None) -> Files:
-    """Resolves any accepted path form; raises `FileNotFoundError` naming what is missing."""
+def resolve(path: str | os.PathLike | Sequence[str | os.PathLike], cache_dir: str | None = None,
+            cache_bytes: int | None = None) -> Files:
+    """Resolves any accepted path form; raises `FileNotFoundError` naming what is missing.
+
+    A remote shard set is copied whole into ``cache_dir`` (``cache_bytes=None``) or read by byte
+    ranges into a cache of at most ``cache_bytes`` (`datarax_beam.sources._ranges`).
+    """
     if isinstance(path, (str, os.PathLike)):
         p = os.fspath(path)
         if "://" in p or os.path.isdir(p):
             shardset = checked(load_shardset(p))  # refuses a directory without shardset.json
+            if "://" in p and cache_bytes is not None:
+                return _ranged(shardset, cache_dir, cache_bytes)
             paths = shardset.shard_paths if "://" not in p else _fetch(shardset, cache_dir)
             return _of_shardset(paths, shardset, shardset.shards)
         if any(c in p for c in _GLOB_CHARS) and not os.path.exists(p):
@@ -132,6 +140,16 @@ def _sibling_shardset(paths: list[str]) -> ShardSet | None:
 def default_cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "datarax_beam")
+
+
+def _ranged(shardset: ShardSet, cache_dir: str | None, cache_bytes: int) -> Files:
+    from datarax_beam.sources import _ranges
+
+    cache = _ranges.shared_cache(cache_dir or default_cache_dir(), cache_bytes)
+    shards = tuple(_ranges.RangedShard(remote, info.name, info.num_bytes, cache)
+                   for info, remote in zip(shardset.shards, shardset.shard_paths, strict=True))
+    files = _of_shardset(shardset.shard_paths, shardset, shardset.shards)
+    return dataclasses.replace(files, ranged=shards)
 
 
 def _fetch(shardset: ShardSet, cache_dir: str | None) -> list[str]:

@@ -73,6 +73,8 @@ class Shards:
 
         path = self.files.paths[i]
         expected = self.files.sha256[i] if self.files.sha256 is not None else None
+        if self.files.ranged is not None:  # a sparse local mirror; Riegeli checks each chunk
+            path, expected = self.files.ranged[i].local_path(), None
         if self.verify and expected is not None:
             actual = file_sha256(path)
             if actual != expected:
@@ -130,6 +132,15 @@ class Shards:
 
     def _read_shard(self, s: int, pos: np.ndarray) -> list[bytes]:
         reader = self.reader(s)
+        if self.files.ranged is None:
+            return self._read_local(reader, s, pos)
+        pages = self.files.ranged[s].prepare(pos)  # fetched and pinned while the C++ reader reads
+        try:
+            return self._read_local(reader, s, pos)
+        finally:
+            self.files.ranged[s].release(pages)
+
+    def _read_local(self, reader, s: int, pos: np.ndarray) -> list[bytes]:
         try:
             first = int(pos[0])
             if len(pos) > 1 and int(pos[-1]) - first == len(pos) - 1 and (np.diff(pos) == 1).all():

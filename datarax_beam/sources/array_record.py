@@ -62,7 +62,10 @@ class ArrayRecordSourceConfig:
       decode: decode records with the shard set's schema; otherwise raw bytes under `RAW_KEY`.
       verify: check each shard's SHA-256 against ``shardset.json`` when it is first opened.
       cache_dir: where shards of a non-local shard set (``gs://...`` or any Beam filesystem) are
-        copied before reading (default ``$XDG_CACHE_HOME/datarax_beam`` or ``~/.cache/...``).
+        cached (default ``$XDG_CACHE_HOME/datarax_beam`` or ``~/.cache/...``).
+      cache_bytes: ``None``: a remote shard is copied whole (and verified) on first use; an int:
+        remote shards are read by byte ranges, keeping at most this many bytes of their records
+        on disk per process (plus each open shard's index and the reads in flight).
     """
 
     shuffle: bool = False
@@ -76,6 +79,7 @@ class ArrayRecordSourceConfig:
     decode: bool = True
     verify: bool = True
     cache_dir: str | None = None
+    cache_bytes: int | None = None
 
     def __post_init__(self):
         for name in ("shuffle", "drop_remainder", "decode", "verify"):
@@ -84,9 +88,9 @@ class ArrayRecordSourceConfig:
         _check_int("seed", self.seed, 0, signed=True)
         _check_int("read_threads", self.read_threads, 0)
         _check_int("prefetch_batches", self.prefetch_batches, 0)
-        for name in ("num_epochs", "shard_count"):
+        for name, low in (("num_epochs", 1), ("shard_count", 1), ("cache_bytes", 1 << 20)):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 1)
+                _check_int(name, getattr(self, name), low)
         if self.shard_index is not None:
             _check_int("shard_index", self.shard_index, 0)
         if (self.shard_index is None) != (self.shard_count is None):
@@ -166,7 +170,7 @@ class ArrayRecordSourceModule(RandomAccessSource):
         else:
             index, count = config.shard_index, config.shard_count
         self._host = HostShard(index, count, config.drop_remainder)
-        files = _paths.resolve(path, cache_dir=config.cache_dir)
+        files = _paths.resolve(path, cache_dir=config.cache_dir, cache_bytes=config.cache_bytes)
         self._shards = Shards(files, config.read_threads, config.prefetch_batches, config.verify)
         self._schema = files.shardset.schema if files.shardset is not None and config.decode else None
         self._fingerprint = files.fingerprint(self._shards.counts.tolist())

@@ -141,10 +141,12 @@ def test_bad_state_values(shard_dir):
     assert fp == ok["fingerprint"] and reader.get_state() == ok
 
 
-def test_import_does_not_pull_in_apache_beam():
+def test_import_does_not_pull_in_apache_beam(shard_dir):
     code = (
-        "import sys, datarax_beam.sources as s; "
-        "assert s.ArrayRecordSourceModule; "
+        "import sys, datarax_beam.sources as s; from datarax_beam import from_source; "
+        f"r = s.ArrayRecordSourceModule({shard_dir!r}, s.ArrayRecordSourceConfig(shuffle=True)); "
+        "m = s.Mixture([r, s.ArrayRecordSourceModule(" + repr(shard_dir) + ")], [1, 1]); "
+        "assert sum(len(b['x']) for b in from_source(m, 8)) == 80; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'apache_beam'); "
         "assert not bad, bad"
     )
