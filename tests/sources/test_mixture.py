@@ -197,3 +197,15 @@ def test_pickles_for_beam_workers(sets):
     clone = pickle.loads(pickle.dumps(m))
     np.testing.assert_array_equal(clone.get_batch(order)["id"], m.get_batch(order)["id"])
     assert clone.get_state() == m.get_state()
+
+
+def test_a_mixture_materializes_like_it_reads_online(tmp_path, sets):
+    from datarax_beam.runners import materialize
+
+    def make():
+        return from_source(Mixture(_readers(sets), [1, 1], seed=0), batch_size=8)
+
+    online = [x for b in make() for x in np.asarray(b["id"]).tolist()]
+    written = materialize(make(), str(tmp_path / "out"), num_shards=2)
+    back = ArrayRecordSourceModule(str(tmp_path / "out"))
+    assert written.num_records == 24 and back.get_batch(np.arange(24))["id"].tolist() == online
