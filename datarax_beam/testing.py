@@ -1,7 +1,11 @@
 """Test helpers for sources and pipelines (usable by users testing their own sources).
 
-`assert_restores_at_every_step` is the one check every stateful iterable in this library passes:
-checkpoint before step k, restore into a fresh object, and the rest of the output is identical.
+* `assert_restores_at_every_step`: the one check every stateful iterable in this library passes:
+  checkpoint before step k, restore into a fresh object, and the rest of the output (and of the
+  states) is identical.
+* `run_hosts` / `assert_resumes_on_other_host_counts`: simulate hosts in one process (one object
+  per ``shard_index``) and check that a checkpoint taken on N hosts resumes on M hosts with no
+  record skipped or repeated.
 """
 
 from __future__ import annotations

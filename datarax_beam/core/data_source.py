@@ -10,7 +10,10 @@ Two kinds of source exist:
   shuffled globally and split over workers without moving data around.
 
 Iteration state is a small dict of ints (``get_state()``/``set_state()``), kept in `SourceCursor`
-variables so ``nnx.state(source, SourceCursor)`` selects exactly the checkpoint.
+variables so ``nnx.state(source, SourceCursor)`` selects exactly the checkpoint. A random-access
+source's cursor ``{"epoch", "position"}`` counts records of the epoch's *global* order (all hosts
+together, `datarax_beam.core.hosts`); pipelines built on the source read and advance it, and
+each pass (``iter()``) yields the rest of the current epoch (see `datarax_beam.dag.pipeline`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,21 @@
 """The online pipeline: ``from_source(source, batch_size) >> OperatorNode(op) ...``.
 
-A `Pipeline` is an NNX module holding its iteration state (epoch, position) in `SourceCursor`
-variables. Iterating it yields one epoch of batches (dicts of stacked arrays), continuing from
-wherever the state says. Operators run through the same `ChainKernel` as the Beam DoFn, keyed by
-each record's global source index, so results never depend on batch size or order.
+A `Pipeline` is an NNX module whose iteration state is a cursor ``{"epoch", "position"}`` in
+`SourceCursor` variables: over a random-access source, the source's own variables (one cursor
+per source, shared by every pipeline built on it and by its direct iteration); over an iterator
+source, the pipeline's. The iteration rule:
+
+* each ``iter()`` yields the rest of the current epoch as batches (dicts of stacked arrays),
+  from the cursor; after the last batch the cursor moves to the start of the next epoch;
+* only the newest iterator is live: one made stale by a newer ``iter()``, `set_state`,
+  ``nnx.update`` or direct iteration raises `StaleIteratorError` when used;
+* an epoch past the source's ``num_epochs`` raises `EpochLimitError`, an epoch with no batch for
+  this host `EmptyEpochError` — never a silently empty epoch.
+
+Hosts read their slices of each global step (`datarax_beam.core.hosts`), so the cursor counts
+records of the epoch's global order and resumes on any host count. Operators run through the
+same `ChainKernel` as the Beam DoFn, keyed by each record's global source index, so results
+never depend on batch size, order or host count.
 """
 
 from __future__ import annotations
@@ -48,8 +60,9 @@ class Pipeline(nnx.Module, pytree=False):
     """A source, an operator chain, an optional shuffle, and batching.
 
     Build it with `from_source`; ``>>``, `batch` and `shuffle` return new pipelines over the same
-    source. State: ``get_state()`` -> ``{"epoch": e, "position": p}`` (records yielded so far in
-    epoch ``e``); `set_state` restores it and the next iteration yields exactly what remained.
+    source. State: ``get_state()`` -> ``{"epoch": e, "position": p, ...}`` (records of epoch
+    ``e``'s global order consumed, by all hosts together); `set_state` restores it and the next
+    iteration yields exactly what remained (module docstring: the iteration rule).
     """
 
     def __init__(
@@ -159,7 +172,7 @@ class Pipeline(nnx.Module, pytree=False):
     # -- state -------------------------------------------------------------------------------
     def get_state(self) -> dict[str, int]:
         """``{"epoch", "position"}`` (records of the epoch's global order consumed), plus what the
-        source adds (the reader: ``fingerprint`` and ``order``).
+        source adds (the reader: ``fingerprint`` and ``shuffle``).
 
         Over a random-access source this is the source's own state: the cursor lives in the
         source, so every pipeline built on it and its direct iteration share one position.
