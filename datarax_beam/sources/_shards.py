@@ -113,20 +113,25 @@ class Shards:
     def shard_of(self, indices: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.ends, indices, side="right")
 
-    def read(self, indices: np.ndarray) -> list[bytes]:
-        """Record bytes at global ``indices``, read with one call per shard touched."""
+    def read(self, indices: np.ndarray, out: list | None = None, slots: np.ndarray | None = None) -> list:
+        """Record bytes at global ``indices``, read with one call per shard touched.
+
+        With ``out`` and ``slots``, record ``k`` goes to ``out[slots[k]]`` (a mixture gathers the
+        records of several sets into one list this way) and ``out`` is returned.
+        """
         shard = self.shard_of(indices)
         local = indices - self.starts[shard]
-        if len(indices) and shard[0] == shard[-1] and (shard == shard[0]).all():
+        if out is None and len(indices) and shard[0] == shard[-1] and (shard == shard[0]).all():
             return self._read_shard(int(shard[0]), local)
-        out: list[Any] = [None] * len(indices)
+        if out is None:
+            out, slots = [None] * len(indices), np.arange(len(indices))
         order = np.argsort(shard, kind="stable")
         cuts = np.flatnonzero(np.diff(shard[order])) + 1
         groups = np.split(order, cuts)
         self.open_all([int(shard[g[0]]) for g in groups])
-        for slots in groups:
-            records = self._read_shard(int(shard[slots[0]]), local[slots])
-            for slot, rec in zip(slots.tolist(), records, strict=True):
+        for group in groups:
+            records = self._read_shard(int(shard[group[0]]), local[group])
+            for slot, rec in zip(slots[group].tolist(), records, strict=True):
                 out[slot] = rec
         return out
 

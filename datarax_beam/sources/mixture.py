@@ -260,9 +260,7 @@ class Mixture(RandomAccessSource):
         if parts.raw is not None:  # one decode over the records of all sources
             records: list[Any] = [None] * len(indices)
             for j, slots in groups:
-                got = parts.sources[j]._shards.read(local[slots])
-                for slot, rec in zip(slots.tolist(), got, strict=True):
-                    records[slot] = rec
+                parts.sources[j]._shards.read(local[slots], records, slots)
             return decode_batch(parts.raw, records)
         batches = [(slots, parts.sources[j].get_batch(local[slots]), j) for j, slots in groups]
         return _merge(batches, len(indices), [s.name for s in parts.sources])
