@@ -35,7 +35,7 @@ setup(
         "datasets>=2.19",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff"],
+        "test": ["pytest>=8", "ruff", "orbax-checkpoint"],  # orbax: checkpointing tests and examples
         "demo": ["scikit-learn>=1.3", "optax>=0.2", "matplotlib>=3.7"],
         "bench": ["grain>=0.2", "psutil"],
         "plot": ["matplotlib>=3.7"],

@@ -4,7 +4,8 @@ Runs, in order (each step is a new Python process, so imports, JIT caches and pe
 step never leak into the next):
 
 1. ``offline.py`` -- `materialize` vs a hand loop (a) and a naive Beam job (b);
-2. ``reader.py`` -- the NNX shard reader vs ``ArrayRecordDataSource`` (a) and Grain (b);
+2. ``reader.py`` -- the NNX shard reader vs ``ArrayRecordDataSource`` (a) and Grain (b), a
+   two-set `Mixture` vs one set, and restoring mid-epoch on 1M records;
 3. ``hf_compare.py`` -- (c) `materialize` vs Hugging Face ``map(batched=True)`` + ``save_to_disk``;
 4. ``scaling.py`` once per size (10k, 100k, 1M) -- time per record and peak RSS.
 
@@ -29,9 +30,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 MARK = "@@RESULT "
 
-FULL = {"offline": 100_000, "reader": 100_000, "hf": 100_000, "repeats": 2,
+FULL = {"offline": 100_000, "reader": 100_000, "restore": 1_000_000, "hf": 100_000, "repeats": 2,
         "scaling": (10_000, 100_000, 1_000_000)}
-QUICK = {"offline": 4_096, "reader": 4_096, "hf": 4_096, "repeats": 1,
+QUICK = {"offline": 4_096, "reader": 4_096, "restore": 20_000, "hf": 4_096, "repeats": 1,
          "scaling": (1_000, 2_000, 4_000)}
 
 
@@ -98,8 +99,12 @@ def table(r: dict, sizes: tuple[int, ...], quick: bool) -> str:
         "| offline: vs (b) naive Beam job | - | skipped | - | >= 4x |",
         row("offline: `materialize` 2 worker processes vs (a) hand loop", workers, hand, None),
         row("reader: `ArrayRecordSourceModule` vs (a) `ArrayRecordDataSource` + `np.frombuffer`",
-            rd["reader"], rd["floor"], 0.8),
-        row("reader: `ArrayRecordSourceModule` vs (b) Grain `MapDataset`", rd["reader"], rd["grain"], 3),
+            rd["reader"], rd["floor"], 1.2),
+        row("reader: `ArrayRecordSourceModule` vs (b) Grain `MapDataset`", rd["reader"], rd["grain"], 4),
+        row("reader: two-set `Mixture` (1:1) vs one set of the same records", rd["mixture"], rd["reader"], 0.9),
+        f"| reader: restore mid-epoch on {rd['restore_records']:,} records, until the first batch | "
+        f"{rd['restore_seconds']:.3f} s | - | **{rd['restore_seconds']:.3f} s** | < 1 s"
+        f"{' (met)' if rd['restore_seconds'] < 1 else ' (**missed**)'} |",
         row(f"(c) `materialize` vs HF `map(batched=True)` + `save_to_disk`, {n_hf} records",
             hf["ours"], hf["hf"], 4),
         row("(c') `materialize` vs HF `with_format('numpy').map(batched=True)` + `save_to_disk`",
@@ -130,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     reps = str(size["repeats"])
     results = {
         "offline": run_step("offline", ["--records", str(size["offline"]), "--repeats", reps]),
-        "reader": run_step("reader", ["--records", str(size["reader"]), "--repeats", reps]),
+        "reader": run_step("reader", ["--records", str(size["reader"]), "--repeats", reps,
+                                      "--restore-records", str(size["restore"])]),
         "hf": run_step("hf_compare", ["--records", str(size["hf"]), "--repeats", reps]),
         "scaling": [run_step("scaling", ["--records", str(n)]) for n in size["scaling"]],
     }

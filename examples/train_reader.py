@@ -2,23 +2,25 @@
 
     python examples/train_reader.py [--workdir /tmp/train_reader] [--records 2000] [--steps 60]
 
-It writes a toy classification shard set, trains for ``--steps`` steps with a checkpoint every
-``--every`` steps, then simulates a crash: a fresh process-worth of objects restores the last
-checkpoint (model, optimizer AND data position) and finishes the run. The resumed run sees
-exactly the batches the uninterrupted run saw, so the final losses match bit for bit.
+It writes a toy classification shard set, trains for ``--steps`` steps with an Orbax checkpoint
+every ``--every`` steps, then simulates a crash: a fresh process-worth of objects restores the
+last checkpoint (model, optimizer AND data position, all ``nnx.state``) and finishes the run.
+The resumed run sees exactly the batches the uninterrupted run saw, so the final losses match
+bit for bit.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 
 import flax.nnx as nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import serialization
+import orbax.checkpoint as ocp
 
 from datarax_beam import from_source
 from datarax_beam.shards.writer import write_shardset
@@ -62,33 +64,26 @@ def build(data_dir: str, batch_size: int):
     return model, optimizer, data
 
 
-def save(path: str, model, optimizer, data) -> None:
+def save(manager: ocp.CheckpointManager, step: int, model, optimizer, data) -> None:
     """One checkpoint holds the model, the optimizer and the data position (all nnx.state)."""
-    tree = {name: nnx.to_pure_dict(nnx.state(obj))
-            for name, obj in (("model", model), ("optimizer", optimizer), ("data", data))}
-    with open(path + ".tmp", "wb") as f:
-        f.write(serialization.msgpack_serialize(jax.tree.map(np.asarray, tree)))
-    os.replace(path + ".tmp", path)  # atomic: a crash never leaves half a checkpoint
+    manager.save(step, args=ocp.args.Composite(**{
+        name: ocp.args.StandardSave(nnx.state(obj))
+        for name, obj in (("model", model), ("optimizer", optimizer), ("data", data))}))
 
 
-def restore(path: str, model, optimizer, data) -> None:
-    with open(path, "rb") as f:
-        tree = serialization.msgpack_restore(f.read())
-    for name, obj in (("model", model), ("optimizer", optimizer), ("data", data)):
-        state = nnx.state(obj)
-        nnx.replace_by_pure_dict(state, _int_keys(tree[name]))
-        nnx.update(obj, state)
+def restore(manager: ocp.CheckpointManager, model, optimizer, data) -> int:
+    """Restores the latest checkpoint into fresh objects; returns its step."""
+    objects = {"model": model, "optimizer": optimizer, "data": data}
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.Composite(**{
+        name: ocp.args.StandardRestore(nnx.state(obj)) for name, obj in objects.items()}))
+    for name, obj in objects.items():
+        nnx.update(obj, restored[name])  # the data state is validated at the next read
+    return step
 
 
-def _int_keys(tree):
-    """msgpack stores dict keys as strings; nnx uses ints for list entries."""
-    if not isinstance(tree, dict):
-        return tree
-    return {int(k) if isinstance(k, str) and k.isdigit() else k: _int_keys(v) for k, v in tree.items()}
-
-
-def train(model, optimizer, data, *, start: int, steps: int, every: int, ckpt: str,
-          crash_at: int | None = None) -> list[float]:
+def train(model, optimizer, data, *, start: int, steps: int, every: int,
+          manager: ocp.CheckpointManager, crash_at: int | None = None) -> list[float]:
     """Trains from step ``start`` to ``steps``; ``iter(data)`` yields one epoch, so loop epochs."""
     losses, step = [], start
     while step < steps:
@@ -96,9 +91,11 @@ def train(model, optimizer, data, *, start: int, steps: int, every: int, ckpt: s
             losses.append(float(train_step(model, optimizer, batch["x"], batch["y"])))
             step += 1
             if step % every == 0:
-                save(ckpt, model, optimizer, data)
+                save(manager, step, model, optimizer, data)
             if step == crash_at or step == steps:
+                manager.wait_until_finished()
                 return losses
+    manager.wait_until_finished()
     return losses
 
 
@@ -110,22 +107,28 @@ def main(argv=None) -> dict[str, list[float]]:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--every", type=int, default=25)
     args = parser.parse_args(argv)
-    data_dir, ckpt = os.path.join(args.workdir, "shards"), os.path.join(args.workdir, "ckpt.msgpack")
+    data_dir = os.path.join(args.workdir, "shards")
     write_toy_data(data_dir, args.records)
+    for old in ("reference", "checkpoints"):  # a rerun starts from scratch
+        shutil.rmtree(os.path.join(args.workdir, old), ignore_errors=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=2)
 
     # 1. the reference: one uninterrupted run
-    reference = train(*build(data_dir, args.batch_size), start=0, steps=args.steps,
-                      every=args.steps + 1, ckpt=ckpt)
+    with ocp.CheckpointManager(os.path.join(args.workdir, "reference"), options=options) as manager:
+        reference = train(*build(data_dir, args.batch_size), start=0, steps=args.steps,
+                          every=args.steps + 1, manager=manager)
     # 2. a run that crashes between two checkpoints ...
+    ckpt = os.path.join(args.workdir, "checkpoints")
     crash_at = args.steps * 2 // 3
-    crashed = train(*build(data_dir, args.batch_size), start=0, steps=args.steps,
-                    every=args.every, ckpt=ckpt, crash_at=crash_at)
+    with ocp.CheckpointManager(ckpt, options=options) as manager:
+        crashed = train(*build(data_dir, args.batch_size), start=0, steps=args.steps,
+                        every=args.every, manager=manager, crash_at=crash_at)
     # 3. ... and is resumed from its last checkpoint by fresh objects
     model, optimizer, data = build(data_dir, args.batch_size)
-    restore(ckpt, model, optimizer, data)
-    last = crash_at // args.every * args.every
-    resumed = crashed[:last] + train(model, optimizer, data, start=last, steps=args.steps,
-                                     every=args.every, ckpt=ckpt)
+    with ocp.CheckpointManager(ckpt, options=options) as manager:
+        last = restore(manager, model, optimizer, data)
+        resumed = crashed[:last] + train(model, optimizer, data, start=last, steps=args.steps,
+                                         every=args.every, manager=manager)
     print(f"steps={args.steps} checkpoint every {args.every}, crashed at {crash_at}, resumed at {last}")
     print(f"loss: first {reference[0]:.4f}  last {reference[-1]:.4f}  resumed last {resumed[-1]:.4f}")
     print("resumed run identical to the uninterrupted run:", resumed == reference)

@@ -10,7 +10,10 @@ Two kinds of source exist:
   shuffled globally and split over workers without moving data around.
 
 Iteration state is a small dict of ints (``get_state()``/``set_state()``), kept in `SourceCursor`
-variables so ``nnx.state(source, SourceCursor)`` selects exactly the checkpoint.
+variables so ``nnx.state(source, SourceCursor)`` selects exactly the checkpoint. A random-access
+source's cursor ``{"epoch", "position"}`` counts records of the epoch's *global* order (all hosts
+together, `datarax_beam.core.hosts`); pipelines built on the source read and advance it, and
+each pass (``iter()``) yields the rest of the current epoch (see `datarax_beam.dag.pipeline`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import flax.nnx as nnx
 import numpy as np
 
 from datarax_beam.core.element import Element, RecordMetadata
+from datarax_beam.core.hosts import HostShard, Steps, host_steps
 
 
 class SourceCursor(nnx.Variable):
@@ -173,6 +177,34 @@ class RandomAccessSource(DataSourceModule):
         return np.arange(n, dtype=np.int64)
 
     # -- iteration ---------------------------------------------------------------------------
+    def host_shard(self) -> HostShard:
+        """This process's part of every epoch (see `datarax_beam.core.hosts`); one host here."""
+        return HostShard()
+
+    @property
+    def num_epochs(self) -> int | None:
+        """Epochs the source serves (``config.num_epochs`` when it has one; None: unbounded)."""
+        return getattr(self.config, "num_epochs", None)
+
+    def epoch_size(self, epoch: int) -> int:
+        """Records in the global order of ``epoch`` (all hosts together)."""
+        return len(self.epoch_order(epoch))
+
+    def check_epoch(self, epoch: int) -> None:
+        """Raises `EpochLimitError` when ``epoch`` is past `num_epochs`."""
+        limit = self.num_epochs
+        if limit is not None and epoch >= limit:
+            raise EpochLimitError(
+                f"{type(self).__name__} {self.name!r} serves num_epochs={limit} epoch(s) and epoch "
+                f"{epoch} was asked for: each iter() reads one epoch, so iterate at most {limit} time(s), "
+                f"or set num_epochs=None for an unbounded number of epochs"
+            )
+
+    def check_state(self) -> None:
+        """Validates the cursor as `set_state` would: state applied with ``nnx.update`` is checked
+        here, at the next read."""
+        self.set_state(self.get_state())
+
     def _cached_epoch_order(self, epoch: int) -> np.ndarray:
         """`epoch_order`, computed once per epoch rather than once per record."""
         cache = self.__dict__.get("_order_cache")
@@ -186,15 +218,41 @@ class RandomAccessSource(DataSourceModule):
         return self
 
     def __next__(self) -> Element:
-        pos, epoch = get_cursor(self.position), get_cursor(self.epoch)
-        if pos >= len(self):
-            set_cursor(self.epoch, epoch + 1)
+        """The next record of this host's part of the epoch (the global-step rule, one record
+        per host per step), read ahead in chunks of `ITER_CHUNK` through `read_batches`."""
+        run = _iteration(self)
+        key = (get_cursor(self.epoch), get_cursor(self.position))
+        if run.stop_at == key:  # the last record of the epoch was returned: end this pass
+            run.stop_at = None
+            raise StopIteration
+        if run.live is None or run.live[0] != key:
+            epoch, order, steps = start_epoch(self, self._cached_epoch_order, 1, drop=False)
+            run.live, run.stop_at = [None, self._elements(epoch, order, steps)], None
+        item = next(run.live[1], None)
+        if item is None:  # this host's part of the epoch is done, the last global step is not
+            run.live = None
+            set_cursor(self.epoch, key[0] + 1)
             set_cursor(self.position, 0)
             raise StopIteration
-        index = int(self._cached_epoch_order(epoch)[pos])
-        set_cursor(self.position, pos + 1)
-        meta = RecordMetadata(index=index, epoch=epoch, source_info=self.source_info())
-        return Element(data=self[index], metadata=meta)
+        element, epoch, end, last = item
+        nxt = (epoch + 1, 0) if last else (epoch, end)
+        set_cursor(self.epoch, nxt[0])
+        set_cursor(self.position, nxt[1])
+        run.live[0] = nxt
+        if last:
+            run.live, run.stop_at = None, nxt
+        return element
+
+    def _elements(self, epoch: int, order: np.ndarray, steps: Steps) -> Iterator[tuple]:
+        info = self.source_info()
+        cuts = range(0, len(steps), ITER_CHUNK)
+        chunks = [order[steps.lo[c : c + ITER_CHUNK]] for c in cuts]
+        for c, idx, batch in zip(cuts, chunks, self.read_batches(iter(chunks)), strict=True):
+            ends = steps.end[c : c + ITER_CHUNK].tolist()
+            for j, index in enumerate(idx.tolist()):
+                meta = RecordMetadata(index=index, epoch=epoch, source_info=info)
+                element = Element(data={k: v[j] for k, v in batch.items()}, metadata=meta)
+                yield element, epoch, ends[j], steps.is_last(c + j)
 
     def get_state(self) -> dict[str, int]:
         return {"epoch": get_cursor(self.epoch), "position": get_cursor(self.position)}
@@ -207,6 +265,79 @@ class RandomAccessSource(DataSourceModule):
             )
         set_cursor(self.epoch, epoch)
         set_cursor(self.position, position)
+
+
+#: Records read per batch when a random-access source is iterated directly (record by record).
+ITER_CHUNK = 256
+
+
+class EpochLimitError(RuntimeError):
+    """An iteration asked for an epoch past the source's ``num_epochs``."""
+
+
+class EmptyEpochError(RuntimeError):
+    """An epoch would yield nothing on this host (too few records for the batch or host count)."""
+
+
+class StaleIteratorError(RuntimeError):
+    """An iterator was used after a newer ``iter()``, `set_state` or ``nnx.update`` moved its cursor."""
+
+
+def start_epoch(source: RandomAccessSource, order_of, batch: int, drop: bool) -> tuple[int, np.ndarray, Steps]:
+    """Validates ``source``'s cursor and returns (epoch, global order, this host's steps from it).
+
+    A cursor at the end of its epoch (all of this host's steps done) moves to the next epoch
+    first; an epoch past ``num_epochs`` raises `EpochLimitError` and an epoch with no step for
+    this host `EmptyEpochError`, so a loop over epochs never spins on silently empty ones.
+    ``order_of(epoch)`` gives the global order (a pipeline's may add its own shuffle).
+    """
+    source.check_state()
+    epoch, position = get_cursor(source.epoch), get_cursor(source.position)
+    host = source.host_shard()
+    for attempt in range(2):
+        source.check_epoch(epoch)
+        order = order_of(epoch)
+        if position > len(order):
+            raise ValueError(
+                f"State `position` {position} is out of range for epoch {epoch} of "
+                f"{type(source).__name__} {source.name!r}, which has {len(order)} records"
+            )
+        steps = host_steps(len(order), position, batch, host, drop)
+        if len(steps):
+            return epoch, order, steps
+        if position == 0 or attempt:
+            raise EmptyEpochError(
+                f"Epoch {epoch} of {type(source).__name__} {source.name!r} has {len(order)} "
+                f"records: no batch of {batch} for {host}"
+                + (" with drop_remainder" if drop else "")
+                + "; use fewer hosts, a smaller batch, or more data"
+            )
+        epoch, position = epoch + 1, 0  # the saved cursor had finished its epoch
+        set_cursor(source.epoch, epoch)
+        set_cursor(source.position, 0)
+    raise AssertionError("unreachable")
+
+
+class _Iteration:
+    """A source's open record stream (direct iteration), outside NNX state; copies start fresh."""
+
+    def __init__(self):
+        self.live: list | None = None  # [cursor key after the last record, element stream]
+        self.stop_at: tuple[int, int] | None = None
+        self.owner: object | None = None  # the live pipeline iterator reading this cursor
+
+    def __deepcopy__(self, memo):
+        return _Iteration()
+
+    def __reduce__(self):
+        return (_Iteration, ())
+
+
+def _iteration(source: DataSourceModule) -> _Iteration:
+    run = source.__dict__.get("_iteration")
+    if run is None:
+        run = source.__dict__["_iteration"] = _Iteration()
+    return run
 
 
 class _OrderCache:

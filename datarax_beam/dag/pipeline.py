@@ -1,13 +1,26 @@
 """The online pipeline: ``from_source(source, batch_size) >> OperatorNode(op) ...``.
 
-A `Pipeline` is an NNX module holding its iteration state (epoch, position) in `SourceCursor`
-variables. Iterating it yields one epoch of batches (dicts of stacked arrays), continuing from
-wherever the state says. Operators run through the same `ChainKernel` as the Beam DoFn, keyed by
-each record's global source index, so results never depend on batch size or order.
+A `Pipeline` is an NNX module whose iteration state is a cursor ``{"epoch", "position"}`` in
+`SourceCursor` variables: over a random-access source, the source's own variables (one cursor
+per source, shared by every pipeline built on it and by its direct iteration); over an iterator
+source, the pipeline's. The iteration rule:
+
+* each ``iter()`` yields the rest of the current epoch as batches (dicts of stacked arrays),
+  from the cursor; after the last batch the cursor moves to the start of the next epoch;
+* only the newest iterator is live: one made stale by a newer ``iter()``, `set_state`,
+  ``nnx.update`` or direct iteration raises `StaleIteratorError` when used;
+* an epoch past the source's ``num_epochs`` raises `EpochLimitError`, an epoch with no batch for
+  this host `EmptyEpochError` — never a silently empty epoch.
+
+Hosts read their slices of each global step (`datarax_beam.core.hosts`), so the cursor counts
+records of the epoch's global order and resumes on any host count. Operators run through the
+same `ChainKernel` as the Beam DoFn, keyed by each record's global source index, so results
+never depend on batch size, order or host count.
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -18,12 +31,17 @@ import numpy as np
 from datarax_beam.core import columns as cols
 from datarax_beam.core.data_source import (
     DataSourceModule,
+    EmptyEpochError,
     SourceCursor,
+    StaleIteratorError,
+    _iteration,
     _require_ints,
     get_cursor,
     set_cursor,
+    start_epoch,
 )
 from datarax_beam.core.element import Element
+from datarax_beam.core.hosts import host_steps
 from datarax_beam.core.operator import OperatorModule
 from datarax_beam.dag.nodes import BatchNode, ShuffleNode, as_operator, check_positive_int
 from datarax_beam.dag.order import epoch_records, shuffle_indices, shuffle_rng
@@ -42,8 +60,9 @@ class Pipeline(nnx.Module, pytree=False):
     """A source, an operator chain, an optional shuffle, and batching.
 
     Build it with `from_source`; ``>>``, `batch` and `shuffle` return new pipelines over the same
-    source. State: ``get_state()`` -> ``{"epoch": e, "position": p}`` (records yielded so far in
-    epoch ``e``); `set_state` restores it and the next iteration yields exactly what remained.
+    source. State: ``get_state()`` -> ``{"epoch": e, "position": p, ...}`` (records of epoch
+    ``e``'s global order consumed, by all hosts together); `set_state` restores it and the next
+    iteration yields exactly what remained (module docstring: the iteration rule).
     """
 
     def __init__(
@@ -63,8 +82,11 @@ class Pipeline(nnx.Module, pytree=False):
         self.batch_node = BatchNode(32) if batch is None else batch
         self.shuffle_node = shuffle
         self._given_statistics = None if statistics is None else dict(statistics)
-        self.epoch = SourceCursor(0)
-        self.position = SourceCursor(0)
+        if source.is_random_access:  # the cursor is the source's own (the same variables)
+            self.epoch, self.position = source.epoch, source.position
+        else:
+            self.epoch = SourceCursor(0)
+            self.position = SourceCursor(0)
         self._runtime = _Runtime()
 
     # -- building ----------------------------------------------------------------------------
@@ -149,86 +171,160 @@ class Pipeline(nnx.Module, pytree=False):
 
     # -- state -------------------------------------------------------------------------------
     def get_state(self) -> dict[str, int]:
+        """``{"epoch", "position"}`` (records of the epoch's global order consumed), plus what the
+        source adds (the reader: ``fingerprint`` and ``shuffle``).
+
+        Over a random-access source this is the source's own state: the cursor lives in the
+        source, so every pipeline built on it and its direct iteration share one position.
+        """
+        if self.source.is_random_access:
+            return self.source.get_state()
         return {"epoch": get_cursor(self.epoch), "position": get_cursor(self.position)}
 
     def set_state(self, state: Mapping[str, int]) -> None:
-        epoch, position = _require_ints(state, ("epoch", "position"), "Pipeline")
-        if self.source.is_random_access and position > len(self.source):
-            raise ValueError(
-                f"Pipeline state `position` {position} is out of range for a source of length "
-                f"{len(self.source)}"
-            )
-        set_cursor(self.epoch, epoch)
-        set_cursor(self.position, position)
+        if self.source.is_random_access:
+            self.source.set_state(state)
+        else:
+            epoch, position = _require_ints(state, ("epoch", "position"), "Pipeline")
+            set_cursor(self.epoch, epoch)
+            set_cursor(self.position, position)
+            self._runtime.live = None
+        self._runtime.owner = None
 
     # -- iteration ---------------------------------------------------------------------------
     def __len__(self) -> int:
-        """Batches per epoch (random-access sources only)."""
+        """Batches this host yields per epoch (random-access sources only)."""
         if not self.source.is_random_access:
             raise TypeError(f"The length of a pipeline over {type(self.source).__name__} is unknown")
-        n, b = len(self.source.epoch_order(get_cursor(self.epoch))), self.batch_size
-        return n // b if self.batch_node.drop_remainder else -(-n // b)
+        n = self.source.epoch_size(get_cursor(self.source.epoch))
+        return len(host_steps(n, 0, self.batch_size, self.source.host_shard(), self.batch_node.drop_remainder))
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self._iterate()
+        """The rest of the current epoch, as batches; see the module docstring for the rule."""
+        token = object()
+        if self.source.is_random_access:
+            run = _iteration(self.source)
+            epoch, order, steps = start_epoch(self.source, self.epoch_indices, self.batch_size,
+                                              self.batch_node.drop_remainder)
+            run.owner, run.live, run.stop_at = token, None, None
+            return self._iterate(token, run, epoch, order, steps)
+        self._runtime.owner = token
+        return self._iterate_stream(token)
 
     def epoch_indices(self, epoch: int) -> np.ndarray:
-        """The global indices in the order epoch ``epoch`` visits them (random-access sources)."""
+        """The global indices in the order epoch ``epoch`` visits them (random-access sources).
+
+        All hosts share this order; each reads its slices of it (`datarax_beam.core.hosts`).
+        """
         order = self.source.epoch_order(epoch)
         if self.shuffle_node is not None:
             node = self.shuffle_node
             order = shuffle_indices(order, node.buffer_size, shuffle_rng(node.seed, epoch))
         return order
 
-    def _iterate(self) -> Iterator[dict[str, Any]]:
-        epoch = get_cursor(self.epoch)
-        records = self._records_from(epoch, get_cursor(self.position))
-        bs, drop = self.batch_size, self.batch_node.drop_remainder
-        while True:
-            chunk = next(records, None)
-            if chunk is None:
-                break
-            data, indices = chunk
-            if len(indices) < bs and drop:
-                break
+    def _check_live(self, token, owner, cursor, expected) -> None:
+        if owner is not token:
+            raise StaleIteratorError(
+                "This iterator was replaced by a newer iter() over the same cursor (a pipeline's "
+                "source holds one cursor shared by every pipeline built on it); use the newest "
+                "iterator, or call iter() again"
+            )
+        now = (get_cursor(cursor[0]), get_cursor(cursor[1]))
+        if now != expected:
+            raise StaleIteratorError(
+                f"The cursor moved to epoch {now[0]} position {now[1]} while this iterator stood at "
+                f"epoch {expected[0]} position {expected[1]} (set_state, nnx.update or direct "
+                f"iteration of the source); call iter() again to continue from the cursor"
+            )
+
+    def _iterate(self, token, run, epoch, order, steps) -> Iterator[dict[str, Any]]:
+        source = self.source
+        cursor = (source.epoch, source.position)
+        expected = (epoch, get_cursor(source.position))
+        chunks = [order[lo:hi] for lo, hi in zip(steps.lo.tolist(), steps.hi.tolist(), strict=True)]
+        ends = steps.end.tolist()
+        for j, (data, indices) in enumerate(zip(source.read_batches(iter(chunks)), chunks, strict=True)):
+            self._check_live(token, run.owner, cursor, expected)
             out = self.kernel(data, indices, epoch)
-            set_cursor(self.position, get_cursor(self.position) + len(indices))
+            expected = (epoch + 1, 0) if steps.is_last(j) else (epoch, ends[j])
+            set_cursor(source.epoch, expected[0])
+            set_cursor(source.position, expected[1])
             yield _to_jax(out)
-        set_cursor(self.epoch, epoch + 1)
-        set_cursor(self.position, 0)
-        self._runtime.live = None
+        if not steps.final:  # this host's part is done; the other hosts have one step left
+            self._check_live(token, run.owner, cursor, expected)
+            set_cursor(source.epoch, epoch + 1)
+            set_cursor(source.position, 0)
 
-    def _records_from(self, epoch: int, position: int) -> Iterator[tuple[dict, np.ndarray]]:
-        """Yields (columns, global indices) batches from ``position`` of ``epoch``."""
-        bs = self.batch_size
-        if self.source.is_random_access:
-            order = self.epoch_indices(epoch)
-            chunks = [order[start : start + bs] for start in range(position, len(order), bs)]
-            yield from zip(self.source.read_batches(iter(chunks)), chunks, strict=True)
-            return
-        yield from self._iterator_batches(epoch, position)
+    def _iterate_stream(self, token) -> Iterator[dict[str, Any]]:
+        """An iterator source's epoch: read sequentially, one batch ahead to know the last one."""
+        cursor = (self.epoch, self.position)
+        epoch, position = get_cursor(self.epoch), get_cursor(self.position)
+        bs, drop = self.batch_size, self.batch_node.drop_remainder
+        stream = self._records_from(epoch, position)
+        if not stream.has(bs if drop else 1):
+            if position == 0:
+                raise EmptyEpochError(
+                    f"Epoch {epoch} of {type(self.source).__name__} {self.source.name!r} yields no "
+                    f"{'full ' if drop else ''}batch of {bs} (an iterator source whose __iter__ does "
+                    f"not restart, or too few records)"
+                )
+            epoch, position = epoch + 1, 0  # the saved cursor had finished its epoch
+            set_cursor(self.epoch, epoch)
+            set_cursor(self.position, 0)
+            stream = self._records_from(epoch, 0)
+            if not stream.has(bs if drop else 1):
+                raise EmptyEpochError(f"Epoch {epoch} of {type(self.source).__name__} "
+                                      f"{self.source.name!r} yields no batch of {bs}")
+        expected = (epoch, position)
+        while True:
+            self._check_live(token, self._runtime.owner, cursor, expected)
+            batch = stream.take(bs)
+            idx = np.array([i for i, _ in batch], dtype=np.int64)
+            data, indices = cols.columns_from_records([e.data for _, e in batch]), idx
+            out = self.kernel(data, indices, epoch)
+            position += len(batch)
+            last = not stream.has(bs if drop else 1)
+            expected = (epoch + 1, 0) if last else (epoch, position)
+            set_cursor(self.epoch, expected[0])
+            set_cursor(self.position, expected[1])
+            self._runtime.live = None if last else (epoch, position, stream)
+            yield _to_jax(out)
+            if last:
+                return
 
-    def _iterator_batches(self, epoch: int, position: int):
+    def _records_from(self, epoch: int, position: int) -> _Records:
+        """An iterator source's records of ``epoch`` from ``position`` (the open stream when it
+        stands there, else a replay of the epoch that skips what was already yielded)."""
         live = self._runtime.live
         if live is not None and live[:2] == (epoch, position):
-            stream = live[2]
-        else:  # replay the epoch from its start and skip what was already yielded
-            stream = self._iterator_records(epoch)
-            for _ in range(position):
-                if next(stream, None) is None:
-                    break
-        bs = self.batch_size
-        while True:
-            batch = [r for _, r in zip(range(bs), stream, strict=False)]
-            if not batch:
-                return
-            position += len(batch)
-            self._runtime.live = (epoch, position, stream)
-            idx = np.array([i for i, _ in batch], dtype=np.int64)
-            yield cols.columns_from_records([e.data for _, e in batch]), idx
+            return live[2]
+        stream = _Records(epoch_records(self.source, epoch, self.shuffle_node))
+        skipped = len(stream.take(position))
+        if skipped < position:
+            raise ValueError(
+                f"Pipeline state `position` {position} is past the end of epoch {epoch} of "
+                f"{type(self.source).__name__} {self.source.name!r}, which has {skipped} records"
+            )
+        return stream
 
-    def _iterator_records(self, epoch: int) -> Iterator[tuple[int, Element]]:
-        return epoch_records(self.source, epoch, self.shuffle_node)
+
+class _Records:
+    """An iterator of (index, element) pairs that can tell whether ``n`` more are left."""
+
+    def __init__(self, iterator: Iterator[tuple[int, Element]]):
+        self._it, self._buffer = iterator, collections.deque()
+
+    def has(self, n: int) -> bool:
+        while len(self._buffer) < n:
+            item = next(self._it, None)
+            if item is None:
+                return False
+            self._buffer.append(item)
+        return True
+
+    def take(self, n: int) -> list[tuple[int, Element]]:
+        self.has(n)
+        return [self._buffer.popleft() for _ in range(min(n, len(self._buffer)))]
 
 
 class _Runtime:
@@ -242,7 +338,8 @@ class _Runtime:
         self.kernel: ChainKernel | None = None
         self.bound: list[OperatorModule] | None = None
         self.statistics: Statistics | None = None
-        self.live: tuple[int, int, Iterator] | None = None
+        self.live: tuple[int, int, _Records] | None = None  # an iterator source's open stream
+        self.owner: object | None = None  # the live iterator of an iterator-source pipeline
 
     def __deepcopy__(self, memo):
         return _Runtime()

@@ -39,3 +39,38 @@ def copy_to_local(path: str, dest: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def size(path: str) -> int:
+    """The size in bytes of ``path`` on any Beam filesystem."""
+    from apache_beam.io.filesystems import FileSystems
+
+    if not FileSystems.exists(path):
+        raise FileNotFoundError(f"Shard {path!r} listed in shardset.json does not exist")
+    return FileSystems.get_filesystem(path).size(path)
+
+
+class RangeReader:
+    """Byte ranges of one file on any Beam filesystem (``gs://``...): one stream per thread,
+    opened on first use, so threads fetch ranges of the same file concurrently."""
+
+    def __init__(self, path: str):
+        import threading
+
+        self.path = path
+        self._local = threading.local()
+
+    def read(self, offset: int, length: int) -> bytes:
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = FileSystems.open(
+                self.path, compression_type=CompressionTypes.UNCOMPRESSED)
+        stream.seek(offset)
+        data = stream.read(length)
+        if len(data) != length:
+            raise OSError(f"{self.path!r}: read {len(data)} bytes at offset {offset}, expected "
+                          f"{length} (the file is shorter than shardset.json says)")
+        return data

@@ -11,6 +11,7 @@ from datarax_beam.sources.hf import (
     from_hf,
 )
 from datarax_beam.sources.memory import MemorySource, MemorySourceConfig
+from datarax_beam.sources.mixture import Mixture, MixtureConfig
 from datarax_beam.sources.tfds import (
     TFDSEagerConfig,
     TFDSEagerSource,
@@ -30,6 +31,8 @@ __all__ = [
     "HFStreamingSource",
     "MemorySource",
     "MemorySourceConfig",
+    "Mixture",
+    "MixtureConfig",
     "RandomAccessSource",
     "TFDSEagerConfig",
     "TFDSEagerSource",

@@ -25,7 +25,10 @@ def test_run_all_quick_prints_and_writes_the_table(tmp_path):
     assert table.startswith("# Benchmark results (`make bench`)\n\nMeasured ")
     assert "--quick sizes: a smoke test, not a measurement" in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(rows) == 2 + 7 + 3  # two headers, seven comparisons, three scaling sizes
-    assert all("**" in r and r.count("x**") == 1 for r in rows[1:8])  # each comparison has a ratio
+    assert len(rows) == 2 + 9 + 3  # two headers, nine comparisons, three scaling sizes
+    comparisons = rows[1:10]
+    restore = [r for r in comparisons if "restore mid-epoch" in r]
+    assert len(restore) == 1 and " s** | < 1 s" in restore[0]  # a time, not a ratio
+    assert all("**" in r and r.count("x**") == 1 for r in comparisons if r not in restore)
     assert [r.split("|")[1].strip() for r in rows[-3:]] == ["1,000 records", "2,000 records", "4,000 records"]
     assert table.split("\n\n", 1)[1].strip() in out  # the printed table is the written one

@@ -108,7 +108,7 @@ def test_bad_shuffle_arguments(memory_source):
 def test_last_partial_batch_is_kept_unless_dropped(memory_source):
     p = from_source(memory_source(10), batch_size=4)
     assert labels(p) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] and len(p) == 3
-    dropped = p.batch(4, drop_remainder=True)
+    dropped = from_source(memory_source(10), batch_size=4).batch(4, drop_remainder=True)
     assert labels(dropped) == [[0, 1, 2, 3], [4, 5, 6, 7]] and len(dropped) == 2
     assert dropped.get_state() == {"epoch": 1, "position": 0}
     assert labels(p.batch(np.int64(5))) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
@@ -229,8 +229,9 @@ def test_state_is_a_dict_of_ints_visible_through_nnx_state(memory_source):
     next(it)
     state = p.get_state()
     assert state == {"epoch": 0, "position": 4} and all(type(v) is int for v in state.values())
-    cursor = nnx.state(p, SourceCursor)
+    cursor = nnx.state(p, SourceCursor)  # the source's cursor, seen through the pipeline
     assert get_cursor(cursor["epoch"]) == 0 and get_cursor(cursor["position"]) == 4
+    assert p.source.get_state() == state
     fresh = from_source(memory_source(10), batch_size=4)
     nnx.update(fresh, cursor)
     assert fresh.get_state() == state and labels(fresh) == [[4, 5, 6, 7], [8, 9]]
@@ -252,12 +253,12 @@ def test_pipeline_restores_at_every_step(memory_source, noise_op, variant):
 
 
 @pytest.mark.parametrize("state, error, message", [
-    ({"epoch": 0}, KeyError, r"Pipeline state is missing `position`"),
+    ({"epoch": 0}, KeyError, r"MemorySource state is missing `position`"),
     ({"epoch": 0, "position": 11}, ValueError, r"`position` 11 is out of range for a source of length 10"),
     ({"epoch": 0, "position": -1}, ValueError, r"`position` must be a non-negative int, got -1"),
     ({"epoch": "0", "position": 0}, ValueError, r"`epoch` must be a non-negative int, got '0'"),
     ({"epoch": 0, "position": 0, "buffer": 1}, KeyError, r"unknown keys \['buffer'\]"),
-    ("epoch=0", TypeError, r"Pipeline state must be a dict.*got str"),
+    ("epoch=0", TypeError, r"MemorySource state must be a dict.*got str"),
 ])
 def test_bad_pipeline_state(memory_source, state, error, message):
     p = from_source(memory_source(10), batch_size=4)

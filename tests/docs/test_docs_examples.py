@@ -1,7 +1,7 @@
 """Every ```python block of docs/*.md and README.md runs, in order, as the reader would run it.
 
 Each document gets a fresh working directory, offline Hugging Face settings, and its own setup
-(`SETUP`): data the prose says exists (``out/mnist`` for reader.md, ``out_dir`` for format.md),
+(`SETUP`): data the prose says exists (``out_dir`` for format.md),
 TFDS's ``mock_data`` for sources.md. Blocks of one document share one namespace and run top to
 bottom, so a block may use what an earlier one defined. After the blocks, `CHECKS` assert what the
 prose promises. A block is left out only when the line before its fence is
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import importlib.util
 import os
 import re
 
@@ -42,27 +41,6 @@ def python_blocks(path: str) -> list[tuple[int, str, str | None]]:
 
 
 # -- per-document setup: what the prose assumes exists --------------------------------------------
-def _example_module(name: str):
-    spec = importlib.util.spec_from_file_location(f"_docs_{name}", os.path.join(ROOT, "examples", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def setup_reader(ns: dict):
-    from datarax_beam.shards.writer import write_shardset
-
-    rng = np.random.default_rng(0)
-    write_shardset("out/mnist", {"image": rng.random((600, 28, 28), dtype=np.float32),
-                                 "label": (np.arange(600) % 10).astype(np.int32)}, num_shards=3)
-    # the training-loop block is "condensed from examples/train_reader.py": it uses its model,
-    # train step and helpers, and the shard set that example writes.
-    example = _example_module("train_reader")
-    ns.update({k: v for k, v in vars(example).items() if not k.startswith("__")})
-    example.write_toy_data("shards", 256)
-    return contextlib.nullcontext()
-
-
 def setup_format(ns: dict):
     from datarax_beam.shards.writer import write_shardset
 
@@ -80,16 +58,15 @@ def setup_sources(ns: dict):
     return tfds.testing.mock_data(num_examples=100)
 
 
-SETUP = {"reader.md": setup_reader, "format.md": setup_format, "sources.md": setup_sources}
+SETUP = {"format.md": setup_format, "sources.md": setup_sources}
 
 
 # -- per-document checks: what the prose promises --------------------------------------------------
 def check_reader(ns: dict):
-    model, optimizer, data = ns["model"], ns["optimizer"], ns["data"]
-    ns["train"](model, optimizer, data, start=0, steps=4, every=2, ckpt="ckpt.msgpack")
-    fresh = ns["build"]("shards/", 32)
-    ns["restore"]("ckpt.msgpack", *fresh)  # model, optimizer and data position of step 4
-    np.testing.assert_array_equal(next(iter(fresh[2]))["x"], next(iter(data))["x"])
+    assert ns["sizes"] == [600, 600] and ns["step"] == 6
+    assert np.array_equal(ns["resumed"], np.concatenate(ns["reference"]))  # 4 hosts -> 2, exactly
+    assert ns["mix"].counts == (350, 150) and ns["longer"].counts == (1000, 1000)
+    assert ns["data"].get_state()["position"] == 5 * 64
 
 
 def check_format(ns: dict):

@@ -11,7 +11,7 @@ import pytest
 from datarax_beam import OperatorNode, from_source
 from datarax_beam.shards.writer import write_shard_file, write_shardset
 from datarax_beam.sources import ArrayRecordSourceConfig, ArrayRecordSourceModule
-from datarax_beam.sources.array_record import RAW_KEY, ReaderCursor
+from datarax_beam.sources.array_record import RAW_KEY, EpochLimitError, ReaderCursor
 from datarax_beam.testing import assert_restores_at_every_step, assert_same, collect
 
 N = 23
@@ -103,22 +103,31 @@ def test_shuffle_is_a_permutation_per_epoch(shard_dir):
 
 
 @pytest.mark.parametrize("drop_remainder", [False, True])
-def test_host_shards_are_disjoint_and_cover(shard_dir, drop_remainder):
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_host_shards_are_disjoint_and_cover(shard_dir, drop_remainder, batch_size):
     for epoch in range(2):
         parts = []
         for i in range(4):
             r = _reader(shard_dir, shuffle=True, shard_index=i, shard_count=4,
-                        drop_remainder=drop_remainder, num_epochs=None)
-            pipeline = from_source(r, batch_size=3)
-            pipeline.set_state({"epoch": epoch, "position": 0})
+                        drop_remainder=drop_remainder)
+            r.set_state({**r.get_state(), "epoch": epoch})
+            pipeline = from_source(r, batch_size=batch_size)
             parts.append(_labels(pipeline))
-            assert len(parts[-1]) == r.epoch_length()
+            assert len(parts[-1]) == r.epoch_length(batch_size)
         flat = [x for p in parts for x in p]
         assert len(flat) == len(set(flat))
         if drop_remainder:
             assert {len(p) for p in parts} == {N // 4} and len(flat) == 4 * (N // 4)
         else:
             assert sorted(flat) == list(range(N))
+        # each global step takes the next 4 * batch_size records of the global order
+        order = _reader(shard_dir, shuffle=True).epoch_order(epoch).tolist()
+        g = 4 * batch_size
+        assert parts[1][:batch_size] == order[batch_size : 2 * batch_size]
+        assert parts[3][:batch_size] == order[3 * batch_size : g]
+        if not drop_remainder:  # a partial last step is split evenly: host i its i-th quarter
+            r = N % g
+            assert parts[2][-((3 * r // 4) - (2 * r // 4)):] == order[N - r + 2 * r // 4 : N - r + 3 * r // 4]
 
 
 def test_host_shard_defaults_to_the_jax_process(shard_dir):
@@ -129,11 +138,15 @@ def test_host_shard_defaults_to_the_jax_process(shard_dir):
 def test_num_epochs_bounds_every_driver(shard_dir):
     reader = _reader(shard_dir, num_epochs=2)
     pipeline = from_source(reader, batch_size=10)
-    assert [len(_labels(pipeline)) for _ in range(3)] == [N, N, 0]
+    assert [len(_labels(pipeline)) for _ in range(2)] == [N, N]
+    with pytest.raises(EpochLimitError, match="serves num_epochs=2 epoch.* epoch 2 was asked for"):
+        iter(pipeline)
     direct = _reader(shard_dir, num_epochs=2)
-    assert [len(list(direct)) for _ in range(3)] == [N, N, 0]
+    assert [len(list(direct)) for _ in range(2)] == [N, N]
+    with pytest.raises(EpochLimitError, match="num_epochs=2"):
+        list(direct)
     assert direct.get_state()["epoch"] == 2
-    forever = from_source(_reader(shard_dir, num_epochs=None), batch_size=10)
+    forever = from_source(_reader(shard_dir), batch_size=10)  # the default: unbounded
     assert [len(_labels(forever)) for _ in range(4)] == [N] * 4
 
 
@@ -171,7 +184,7 @@ def test_nnx_state_is_the_checkpoint(shard_dir):
     assert_same(collect(fresh) + collect(fresh), rest)
     reader = pipeline.source
     cursors = nnx.state(reader, ReaderCursor)
-    assert set(nnx.to_pure_dict(cursors)) == {"epoch", "position", "data_fingerprint"}
+    assert set(nnx.to_pure_dict(cursors)) == {"epoch", "position", "data_fingerprint", "shuffle_id"}
 
 
 def test_state_dict_is_small_ints(shard_dir):
@@ -180,7 +193,7 @@ def test_state_dict_is_small_ints(shard_dir):
     for _ in range(5):
         next(it)
     state = reader.get_state()
-    assert set(state) == {"epoch", "position", "fingerprint"}
+    assert set(state) == {"epoch", "position", "fingerprint", "shuffle"}
     assert all(isinstance(v, int) and 0 <= v < 2**31 for v in state.values())
     assert state["position"] == 5
     assert ArrayRecordSourceModule(shard_dir).get_state()["fingerprint"] == state["fingerprint"]

@@ -133,16 +133,20 @@ def test_state_from_a_different_shard_set_is_refused(tmp_path, shard_dir):
 def test_bad_state_values(shard_dir):
     reader = ArrayRecordSourceModule(shard_dir, ArrayRecordSourceConfig(shard_index=1, shard_count=2))
     fp = reader.get_state()["fingerprint"]
-    with pytest.raises(ValueError, match="`position` 21 is out of range for an epoch of 20 records"):
-        reader.set_state({"epoch": 0, "position": 21, "fingerprint": fp})
+    ok = reader.get_state()
+    with pytest.raises(ValueError, match="`position` 41 is out of range for an epoch of 40 records"):
+        reader.set_state({**ok, "position": 41})
     with pytest.raises(KeyError, match="missing `fingerprint`"):
-        reader.set_state({"epoch": 0, "position": 1})
+        reader.set_state({"epoch": 0, "position": 1, "shuffle": 0})
+    assert fp == ok["fingerprint"] and reader.get_state() == ok
 
 
-def test_import_does_not_pull_in_apache_beam():
+def test_import_does_not_pull_in_apache_beam(shard_dir):
     code = (
-        "import sys, datarax_beam.sources as s; "
-        "assert s.ArrayRecordSourceModule; "
+        "import sys, datarax_beam.sources as s; from datarax_beam import from_source; "
+        f"r = s.ArrayRecordSourceModule({shard_dir!r}, s.ArrayRecordSourceConfig(shuffle=True)); "
+        "m = s.Mixture([r, s.ArrayRecordSourceModule(" + repr(shard_dir) + ")], [1, 1]); "
+        "assert sum(len(b['x']) for b in from_source(m, 8)) == 80; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] == 'apache_beam'); "
         "assert not bad, bad"
     )

@@ -22,7 +22,10 @@ def test_training_loop_checkpoints_and_resumes_the_reader(tmp_path):
     assert len(out["reference"]) == 40
     assert out["resumed"] == out["reference"]  # same batches, same updates, bit for bit
     assert out["reference"][-1] < out["reference"][0]
-    # the checkpoint really carries a mid-run data position (epoch 3 of 13 batches each)
+    # the Orbax checkpoint really carries a mid-run data position (epoch 3 of 13 batches each)
     model, optimizer, data = example.build(str(tmp_path / "shards"), 16)
-    example.restore(str(tmp_path / "ckpt.msgpack"), model, optimizer, data)
-    assert data.get_state() == {"epoch": 3, "position": 1 * 16}
+    with example.ocp.CheckpointManager(str(tmp_path / "checkpoints")) as manager:
+        assert example.restore(manager, model, optimizer, data) == 40
+    state = data.get_state()
+    assert (state["epoch"], state["position"]) == (3, 1 * 16)
+    assert data.source.get_state() == state  # the reader's own cursor is the pipeline's

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from datarax_beam.core.data_source import SourceCursor, get_cursor
+from datarax_beam.core.data_source import EmptyEpochError, SourceCursor, get_cursor
 from datarax_beam.sources import MemorySource, MemorySourceConfig
 from datarax_beam.sources.memory import DEFAULT_FEATURE
 from datarax_beam.testing import assert_restores_at_every_step
@@ -38,7 +38,9 @@ def test_sequence_of_arrays_becomes_one_feature(data):
 
 def test_empty_data_and_default_config():
     src = MemorySource(data=[])
-    assert len(src) == 0 and list(src) == [] and src.get_state() == {"epoch": 1, "position": 0}
+    assert len(src) == 0 and src.get_state() == {"epoch": 0, "position": 0}
+    with pytest.raises(EmptyEpochError, match="Epoch 0 of MemorySource 'memory' has 0 records"):
+        list(src)  # an error, not a silently empty epoch
 
 
 def test_config_defaults_and_validation():
