@@ -42,7 +42,7 @@ class Dispatched:
         return to_host(self.batch)
 
     def device(self) -> dict[str, Any]:
-        return to_device(self.batch, self.indices)
+        return to_device(self.batch)
 
 
 class _Call:
@@ -62,9 +62,9 @@ class ChainKernel:
         the last piece is padded (by repeating its last record), so one compilation serves all.
       threads: the thread pool size for host operators whose ``threads`` is None (default: the
         usable cores, at most 8).
-      online: calls return numeric features as ``jax.Array``s on the device (with x64 off, a
-        64-bit feature is narrowed there, and a value that would not survive is a
-        `NarrowingError`), and an operator error names the record (`OperatorError`). Otherwise
+      online: calls return numeric features as ``jax.Array``s on the device (except 64-bit ones
+        while JAX's x64 is off: they stay numpy, exact, as the shards hold them), and an operator
+        error names the record (`OperatorError`). Otherwise
         calls return numpy columns with the dtypes computed (untouched features keep theirs) and
         errors propagate unchanged (the Beam DoFn re-runs a failing batch record by record).
 
@@ -168,9 +168,12 @@ class ChainKernel:
                     raise
                 names = [op.name for op in call.operators]
                 who = repr(names[0]) if len(names) == 1 else f"one of {names} (one jitted segment)"
+                text = str(exc)
+                if len(text) > 2000:  # XLA callback errors embed a whole traceback: keep both ends
+                    text = text[:500] + " ... " + text[-1500:]
                 raise OperatorError(
                     f"Operator {who} failed on record {int(index)} (epoch {int(epoch)}): "
-                    f"{type(exc).__name__}: {exc}", int(index), ", ".join(names)
+                    f"{type(exc).__name__}: {text}", int(index), ", ".join(names)
                 ) from exc
 
     def _warn_per_record(self, op: OperatorModule, need) -> None:

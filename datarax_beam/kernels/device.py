@@ -49,25 +49,28 @@ def host_column(column: Any) -> Any:
     return column
 
 
-def device_column(name: str, column: Any, indices: np.ndarray | None = None) -> Any:
-    """A numeric column as a ``jax.Array``, put on the device once; text, bytes and ragged
-    columns unchanged. With x64 off a 64-bit column is narrowed on the way (`narrow`: a value
-    that would not survive is an error naming ``name``, the record's index and the value)."""
+def device_column(column: Any) -> Any:
+    """A numeric column as a ``jax.Array``, put on the device once, where JAX holds its dtype;
+    otherwise unchanged: text, bytes, ragged, and 64-bit numbers while JAX's x64 is off (numpy,
+    exact: the same values and dtype the shards hold; JAX narrows them only if they are used)."""
     if isinstance(column, Deferred):
         return column.device()
-    if isinstance(column, np.ndarray) and cols.is_numeric_column(column):
-        if indices is None:
-            indices = np.arange(len(column))
-        return jax.device_put(narrow(name, column, indices, ONLINE))
+    if isinstance(column, np.ndarray) and cols.is_numeric_column(column) and representable(column.dtype):
+        return jax.device_put(column)
     return column
+
+
+def representable(dtype: Any) -> bool:
+    """Whether JAX holds this numeric dtype as is (64-bit types only with x64 on)."""
+    return narrowed_dtype(dtype) == np.dtype(dtype)
 
 
 def to_host(batch: Mapping[str, Any]) -> dict[str, Any]:
     return {k: host_column(v) for k, v in batch.items()}
 
 
-def to_device(batch: Mapping[str, Any], indices: np.ndarray | None = None) -> dict[str, Any]:
-    return {k: device_column(k, v, indices) for k, v in batch.items()}
+def to_device(batch: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: device_column(v) for k, v in batch.items()}
 
 
 def narrowed_dtype(dtype: Any) -> np.dtype:
@@ -75,12 +78,7 @@ def narrowed_dtype(dtype: Any) -> np.dtype:
     return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
 
 
-#: Why a column is narrowed (for the error message).
-READ = "a JAX operator reads this feature"
-ONLINE = "online batches hold numeric features as jax.Arrays"
-
-
-def narrow(name: str, column: np.ndarray, indices: np.ndarray, why: str = READ) -> np.ndarray:
+def narrow(name: str, column: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """``column`` cast to `narrowed_dtype`; raises `NarrowingError` for a value that would not
     survive: an integer outside the narrower range, a finite float that would become inf, or a
     non-zero one that would become 0. Other floats round to the nearest float32, as in JAX."""
@@ -100,9 +98,9 @@ def narrow(name: str, column: np.ndarray, indices: np.ndarray, why: str = READ) 
         value = column[pos].item()
         raise NarrowingError(
             f"Feature {name!r} of record {int(indices[pos[0]])} holds {value!r}, which does not "
-            f"survive narrowing {column.dtype} to {target}: {why} and JAX runs with 64-bit types "
-            f"off. Enable them (jax.config.update('jax_enable_x64', True)), or convert the "
-            f"feature with a HostOperator"
+            f"survive narrowing {column.dtype} to {target}: a JAX operator reads this feature and "
+            f"JAX runs with 64-bit types off. Enable them (jax.config.update('jax_enable_x64', "
+            f"True)), or convert the feature with a HostOperator first"
         )
     return column.astype(target)
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from datarax_beam.core import columns as cols
-from datarax_beam.kernels import ChainKernel, PerRecordPathWarning
+from datarax_beam.kernels import ChainKernel, OperatorError, PerRecordPathWarning
 from datarax_beam.kernels.segments import run_per_record
-from datarax_beam.operators import ElementOperator, ElementOperatorConfig
+from datarax_beam.operators import ElementOperator, ElementOperatorConfig, HostOperator
 
 
 def add_index(element, key):
@@ -168,3 +168,50 @@ def test_operators_that_use_text_values_fall_back_to_per_record(fn):
 def test_a_genuine_operator_error_surfaces_from_the_per_record_path():
     with pytest.raises(KeyError, match="nope"):
         ChainKernel([_op(lambda e, k: e.update_data({"t": e.data["nope"]}))])(TEXT_BATCH, np.arange(3))
+
+
+# -- online: device outputs, errors naming the record ----------------------------------------
+def test_online_kernel_returns_device_arrays_and_untouched_columns():
+    k = ChainKernel([_op(lambda e, k: e.update_data({"x": e.data["x"] + 1}))], pad_to=4, online=True)
+    ids = np.array([2**40, 3, 4])
+    out = k({"x": np.zeros(3, np.float32), "label": np.arange(3, dtype=np.int32), "id": ids,
+             "t": TEXT_BATCH["sentence"]}, np.arange(3))
+    assert isinstance(out["x"], jax.Array) and out["x"].tolist() == [1.0, 1.0, 1.0]
+    assert isinstance(out["label"], jax.Array) and out["label"].dtype == np.int32
+    assert out["id"] is ids and out["t"] is TEXT_BATCH["sentence"]
+
+
+def _failing_host(batch, keys):
+    if 13 in batch["i"]:
+        raise ValueError("corrupt image")
+    return batch
+
+
+def _callback_fault(e, k):
+    def host(i):
+        if i == 13:
+            raise ValueError("bad record")
+        return np.float32(0)
+
+    zero = jax.pure_callback(host, jax.ShapeDtypeStruct((), np.float32), e.metadata.index, vmap_method="sequential")
+    return e.update_data({"x": e.data["x"] + zero})
+
+
+@pytest.mark.parametrize("ops,who", [
+    (lambda: [HostOperator(_failing_host, name="decode")], "Operator 'decode'"),
+    (lambda: [_op(lambda e, k: e), ElementOperator(ElementOperatorConfig(), fn=_callback_fault, name="guard")],
+     r"Operator one of \['<lambda>', 'guard'\] \(one jitted segment\)"),
+])
+def test_online_errors_name_the_record_the_operator_and_the_error(ops, who):
+    k = ChainKernel(ops(), pad_to=8, online=True)
+    batch = {"i": np.arange(10, 18), "x": np.zeros(8, np.float32)}
+    with pytest.raises(OperatorError, match=rf"(?s){who} failed on record 13 \(epoch 2\): .*(corrupt image|bad record)") as info:
+        k(batch, np.arange(10, 18), 2)
+    assert info.value.index == 13 and isinstance(info.value.__cause__, Exception)
+    assert k({"i": np.arange(3), "x": np.zeros(3, np.float32)}, np.arange(3))["i"].tolist() == [0, 1, 2]
+
+
+def test_online_trace_errors_are_not_blamed_on_a_record():
+    k = ChainKernel([_op(lambda e, k: e.update_data({"t": e.data["nope"]}))], online=True)
+    with pytest.raises(KeyError, match="nope"):
+        k(TEXT_BATCH, np.arange(3))
