@@ -72,7 +72,7 @@ class ApplyOperatorsFn(beam.DoFn):
         self._micros = Metrics.counter(NAMESPACE, f"{prefix}kernel_micro_secs")
         self._records = Metrics.counter(NAMESPACE, f"{prefix}records_transformed")
         self._bundles = Metrics.counter(NAMESPACE, f"{prefix}operator_bundles")
-        self._per_record = Metrics.counter(NAMESPACE, f"{prefix}records_per_record_path")
+        self._per_record_count = Metrics.counter(NAMESPACE, f"{prefix}records_per_record_path")
         self._worker_bundles = Metrics.gauge(NAMESPACE, f"{prefix}worker_bundles")
         self._worker_compiles = Metrics.gauge(NAMESPACE, f"{prefix}worker_kernel_compilations")
 
@@ -137,7 +137,7 @@ class ApplyOperatorsFn(beam.DoFn):
         if isinstance(pending, Dispatched):
             try:
                 columns = pending.host()
-                self._per_record.inc(pending.per_record)
+                self._per_record_count.inc(pending.per_record)
             except Exception:  # noqa: BLE001 - an error the device raised late: same as above
                 chunk, columns = self._per_record(chunk)
         else:
@@ -162,7 +162,7 @@ class ApplyOperatorsFn(beam.DoFn):
 
         columns, good, failures = per_record(run_one, chunk.columns, chunk.indices, chunk.positions,
                                              "operators", self._policy)
-        self._per_record.inc(self._kernel.records_per_record_path - counted)
+        self._per_record_count.inc(self._kernel.records_per_record_path - counted)
         return keep(chunk, good, failures), columns
 
     def _drop_not_finite(self, chunk: Chunk, columns: dict) -> tuple[Chunk, dict]:
