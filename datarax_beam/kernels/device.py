@@ -36,7 +36,7 @@ class Deferred:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def device(self) -> jax.Array:
-        parts = [a[:m] if m < len(a) else a for a, m in self.pieces]
+        parts = [jax.lax.slice_in_dim(a, 0, m) if m < len(a) else a for a, m in self.pieces]
         return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
 

@@ -47,8 +47,9 @@ def record_key_data(base_key_data: np.ndarray, epoch: int, indices: np.ndarray,
     padded = np.zeros(-(-n // size) * size, np.int32)
     padded[:n] = indices
     fn = _batched_key_data()
-    parts = [np.asarray(fn(base_key_data, np.int32(epoch), padded[s : s + size]))
-             for s in range(0, len(padded), size)]
+    base, epoch = jax.device_put((np.asarray(base_key_data, np.uint32), np.int32(epoch)))
+    parts = [jax.device_get(fn(base, epoch, jax.device_put(padded[s : s + size])))
+             for s in range(0, len(padded), size)]  # explicit transfers, both ways
     if not parts:
-        return np.zeros((0, 2), np.uint32)
+        return np.zeros((0, *np.shape(base_key_data)), np.uint32)
     return np.concatenate(parts)[:n].astype(np.uint32, copy=False)

@@ -109,11 +109,12 @@ class _JitStep:
                 col = narrow(name, col, indices)
             live.append(col)
         idx32 = np.asarray(indices).astype(np.int32)
+        epoch32 = jax.device_put(np.int32(epoch))
         pieces = []
-        for start in range(0, n, size):
+        for start in range(0, n, size):  # each piece goes to the device once, explicitly
             m = min(size, n - start)
-            args = [_pad(c[start : start + m], size) for c in live]
-            outs = self._compiled(args, _pad(idx32[start : start + m], size), np.int32(epoch))
+            args = jax.device_put([_pad(c[start : start + m], size) for c in live])
+            outs = self._compiled(args, jax.device_put(_pad(idx32[start : start + m], size)), epoch32)
             pieces.append((outs, m))
         out = {}
         for name, kind, detail in self._info.outputs:
@@ -133,7 +134,8 @@ def _pad(col, size: int):
         return col
     if isinstance(col, np.ndarray):
         return np.concatenate([col, np.repeat(col[-1:], size - m, axis=0)])
-    return jnp.concatenate([col, jnp.repeat(col[-1:], size - m, axis=0)])
+    last = jax.lax.slice_in_dim(col, m - 1, m)
+    return jnp.concatenate([col, jnp.repeat(last, size - m, axis=0)])
 
 
 class _RecordStep:
