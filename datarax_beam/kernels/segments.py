@@ -78,7 +78,7 @@ class JaxSegment:
             try:
                 compiled = trace_chain(ops, self._bases[pos:stop], sig, info)
             except opq.NeedsRecordPath as need:
-                culprit = pos + info.failed_at
+                culprit = pos + max(info.failed_at, 0)
                 if culprit == pos:
                     self._kernel._warn_per_record(self.operators[pos], need)
                     return _RecordStep(self.operators[pos], self._bases[pos], pos)
@@ -113,7 +113,7 @@ class _JitStep:
         pieces = []
         for start in range(0, n, size):  # each piece goes to the device once, explicitly
             m = min(size, n - start)
-            args = jax.device_put([_pad(c[start : start + m], size) for c in live])
+            args = jax.device_put([_pad(_rows(c, start, m), size) for c in live])
             outs = self._compiled(args, jax.device_put(_pad(idx32[start : start + m], size)), epoch32)
             pieces.append((outs, m))
         out = {}
@@ -125,6 +125,13 @@ class _JitStep:
             else:
                 out[name] = Deferred([(o[detail], m) for o, m in pieces])
         return out
+
+
+def _rows(col, start: int, m: int):
+    """Records ``start`` ... ``start + m - 1`` (a static slice of a device array: no transfer)."""
+    if isinstance(col, np.ndarray):
+        return col[start : start + m]
+    return jax.lax.slice_in_dim(col, start, start + m)
 
 
 def _pad(col, size: int):

@@ -44,3 +44,14 @@ def test_narrow_checks_every_value_and_names_the_first_bad_one():
         narrow("z", np.array([1e-60 + 0j]), np.array([0]))
     nan_inf = np.array([np.nan, -np.inf, 0.0, 3e38])
     assert np.isnan(narrow("f", nan_inf, np.arange(4))[0])
+
+
+def test_device_inputs_are_sliced_and_padded_on_the_device():
+    from datarax_beam.kernels import ChainKernel
+    from datarax_beam.operators import ElementOperator, ElementOperatorConfig
+
+    op = ElementOperator(ElementOperatorConfig(), fn=lambda e, k: e.update_data({"x": e.data["x"] + 1}))
+    k = ChainKernel([op], pad_to=4, online=True)
+    with jax.transfer_guard("disallow"):
+        out = k({"x": jnp.arange(6.0)}, np.arange(6))
+    assert isinstance(out["x"], jax.Array) and out["x"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
