@@ -98,25 +98,3 @@ def concat(batches: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         else:
             out[k] = object_column([x for p in parts for x in p])
     return out
-
-
-def canonical_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype JAX would give this numeric dtype (e.g. int64 -> int32 without x64)."""
-    return np.dtype(jax.dtypes.canonicalize_dtype(dtype))
-
-
-def canonicalize(columns: Mapping[str, Any]) -> dict[str, Any]:
-    """Casts numeric columns to JAX's canonical dtypes, as a jitted kernel would.
-
-    Online and offline both pass their output through this, so a pipeline without operators
-    yields the same dtypes as one with operators, in memory and in shards.
-    """
-    out = {}
-    for k, v in columns.items():
-        if isinstance(v, np.ndarray) and v.dtype.kind in NUMERIC_KINDS:
-            out[k] = v.astype(canonical_dtype(v.dtype), copy=False)
-        elif isinstance(v, jax.Array):
-            out[k] = np.asarray(v)
-        else:
-            out[k] = v
-    return out

@@ -7,7 +7,9 @@ the same way for the online pipeline and for the Beam DoFn.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
+import types
 import zlib
 from typing import Any
 
@@ -51,7 +53,12 @@ class OperatorModule(nnx.Module, pytree=False):
 
     ``apply`` must be a pure function of its inputs so it can run inside
     ``jax.jit(jax.vmap(...))``; randomness comes only from ``key`` (None when deterministic).
+    Operators with ``on_host = True`` (`datarax_beam.operators.HostOperator`) run on the host
+    instead, over whole batches (``apply_batch``).
     """
+
+    #: Whether the kernel runs this operator on the host, batched (``apply_batch``).
+    on_host = False
 
     def __init_subclass__(cls, **kwargs):
         kwargs.setdefault("pytree", False)
@@ -89,13 +96,25 @@ class OperatorModule(nnx.Module, pytree=False):
     def __call__(self, element: Element, key: jax.Array | None = None) -> Element:
         return self.apply(element, key)
 
+    #: Public attributes that do not change what the operator computes.
+    _fingerprint_ignore = frozenset({"name", "config", "threads"})
+
     def fingerprint(self) -> str:
-        """Changes when the operator's code, configuration or seed changes."""
+        """Changes when the operator's code, configuration, seed or public attributes change.
+
+        Public attributes (e.g. a built-in operator's ``size``) count by value, functions by
+        code and the values they use (`code_fingerprint`), other objects by type name.
+        """
         h = hashlib.sha256()
         h.update(type(self).__qualname__.encode())
         h.update(repr(self.config).encode())
         if self._base_key is not None:
             h.update(self._base_key.tobytes())
+        fp = _Fingerprint(h)
+        for name, value in sorted(vars(self).items()):
+            if not name.startswith("_") and name not in self._fingerprint_ignore:
+                fp.put("attribute", name)
+                fp.value(value)
         h.update(self._fingerprint_extra())
         return h.hexdigest()[:16]
 
@@ -130,20 +149,103 @@ def _stream_base_key(rngs: nnx.Rngs, stream_name: str) -> np.ndarray:
 
 
 def code_fingerprint(fn: Any) -> bytes:
-    """Bytes that identify a Python function's code (bytecode, constants, names, nested code)."""
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return repr(fn).encode()
-    parts: list[bytes] = []
+    """Bytes that identify a function: its code (bytecode, constants, names, nested code) and the
+    values it uses — closure cells, defaults and referenced module globals.
 
-    def visit(c):
-        parts.append(c.co_code)
-        parts.append(repr(c.co_names).encode())
-        for const in c.co_consts:
-            if hasattr(const, "co_code"):
-                visit(const)
+    Plain data (numbers, str, bytes, None, numpy/JAX arrays by content, tuples/lists/dicts/sets
+    and dataclasses of those) counts by value; functions recursively (with a cycle guard);
+    ``functools.partial`` by function and arguments; modules by name; other objects by type name.
+    So ``lambda e, k: ... * m`` has a different fingerprint for ``m = 1`` and ``m = 3``.
+    """
+    h = hashlib.sha256()
+    fp = _Fingerprint(h)
+    fp.value(fn)
+    call = vars(type(fn)).get("__call__")
+    if not isinstance(fn, (types.FunctionType, types.MethodType)) and isinstance(call, types.FunctionType):
+        fp.function(call, 0)  # a callable object: its class's __call__ too
+    return h.digest()
+
+
+class _Fingerprint:
+    """Feeds a value's identifying bytes into a hash (see `code_fingerprint`)."""
+
+    def __init__(self, h):
+        self.h, self.seen = h, set()
+
+    def put(self, *parts: Any) -> None:
+        for p in parts:
+            self.h.update(p if isinstance(p, bytes) else str(p).encode())
+            self.h.update(b"\x00")
+
+    def value(self, v: Any, depth: int = 0) -> None:  # noqa: C901 - one case per kind of value
+        if depth > 32:
+            self.put("deep")
+        elif v is None or isinstance(v, (bool, int, float, complex, str)):
+            self.put(type(v).__name__, repr(v))
+        elif isinstance(v, bytes):
+            self.put("bytes", hashlib.sha256(v).hexdigest())
+        elif isinstance(v, (np.ndarray, np.generic, jax.Array)):
+            arr = np.asarray(v)
+            if arr.dtype == object:
+                self.put("objects", arr.shape)
+                self.items(arr.ravel(), depth)
             else:
-                parts.append(repr(const).encode())
+                self.put("array", arr.dtype.str, arr.shape, hashlib.sha256(arr.tobytes()).hexdigest())
+        elif isinstance(v, (tuple, list)):
+            self.put(type(v).__name__, len(v))
+            self.items(v, depth)
+        elif isinstance(v, (set, frozenset)):
+            self.put(type(v).__name__, len(v))
+            self.items(sorted(v, key=repr), depth)
+        elif isinstance(v, dict):
+            self.put("dict", len(v))
+            self.items([x for kv in v.items() for x in kv], depth)
+        elif isinstance(v, functools.partial):
+            self.put("partial")
+            self.items((v.func, v.args, v.keywords), depth)
+        elif isinstance(v, types.ModuleType):
+            self.put("module", v.__name__)
+        elif isinstance(v, type):
+            self.put("class", v.__module__, v.__qualname__)
+        elif dataclasses.is_dataclass(v):
+            self.put("dataclass", type(v).__qualname__)
+            self.value({f.name: getattr(v, f.name, None) for f in dataclasses.fields(v)}, depth + 1)
+        elif isinstance(getattr(v, "__func__", v), types.FunctionType):  # a function or bound method
+            self.function(getattr(v, "__func__", v), depth)
+        else:
+            self.put("object", type(v).__module__, type(v).__qualname__)
 
-    visit(code)
-    return b"|".join(parts)
+    def items(self, values, depth: int) -> None:
+        for x in values:
+            self.value(x, depth + 1)
+
+    def function(self, fn: types.FunctionType, depth: int) -> None:
+        self.put("function", fn.__qualname__)
+        if id(fn) in self.seen:  # recursion (or mutual recursion): identified by name
+            return
+        self.seen.add(id(fn))
+        names: list[str] = []
+
+        def visit(c):
+            self.put(c.co_code, repr(c.co_names))
+            names.extend(c.co_names)
+            for const in c.co_consts:
+                if hasattr(const, "co_code"):
+                    visit(const)
+                else:  # by value: a frozenset's repr order varies between processes
+                    self.value(const, depth + 1)
+
+        visit(fn.__code__)
+        self.value(fn.__defaults__, depth + 1)
+        self.value(fn.__kwdefaults__, depth + 1)
+        for cell in fn.__closure__ or ():
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell (a name assigned later)
+                contents = "<empty cell>"
+            self.value(contents, depth + 1)
+        scope = fn.__globals__
+        for name in dict.fromkeys(names):
+            if name in scope:
+                self.put("global", name)
+                self.value(scope[name], depth + 1)

@@ -25,7 +25,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import flax.nnx as nnx
-import jax.numpy as jnp
 import numpy as np
 
 from datarax_beam.core import columns as cols
@@ -46,6 +45,7 @@ from datarax_beam.core.operator import OperatorModule
 from datarax_beam.dag.nodes import BatchNode, ShuffleNode, as_operator, check_positive_int
 from datarax_beam.dag.order import epoch_records, shuffle_indices, shuffle_rng
 from datarax_beam.kernels import ChainKernel
+from datarax_beam.kernels.device import to_device
 from datarax_beam.operators.statistics import bind_statistics
 from datarax_beam.statistics import BLOCK_SIZE, Statistics, compute_over_batches, load_statistics
 
@@ -126,9 +126,13 @@ class Pipeline(nnx.Module, pytree=False):
 
     @property
     def kernel(self) -> ChainKernel:
-        """The compiled operator chain (built once per pipeline, padded to the batch size)."""
+        """The compiled operator chain (built once per pipeline, padded to the batch size).
+
+        An online kernel: it returns numeric features as ``jax.Array``s on the device, and an
+        operator error names the record's global index (`datarax_beam.kernels.OperatorError`).
+        """
         if self._runtime.kernel is None:
-            self._runtime.kernel = ChainKernel(self.bound_operators(), pad_to=self.batch_size)
+            self._runtime.kernel = ChainKernel(self.bound_operators(), pad_to=self.batch_size, online=True)
         return self._runtime.kernel
 
     def bound_operators(self) -> list[OperatorModule]:
@@ -349,7 +353,9 @@ class _Runtime:
 
 
 def _to_jax(batch: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: jnp.asarray(v) if cols.is_numeric_column(v) else v for k, v in batch.items()}
+    """Numeric features as ``jax.Array``s, each put on the device once (the online kernel already
+    returns them so: this only converts what is still numpy)."""
+    return to_device(batch)
 
 
 def from_source(source: DataSourceModule, batch_size: int = 32) -> Pipeline:

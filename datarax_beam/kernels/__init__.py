@@ -1,6 +1,18 @@
-"""Turns an operator chain into one batched, jitted function with per-record PRNG keys."""
+"""Turns an operator chain into batched host and jitted JAX segments with per-record PRNG keys."""
 
-from datarax_beam.kernels.chain import ChainKernel
-from datarax_beam.kernels.keys import record_key, record_keys
+from datarax_beam.kernels.chain import ChainKernel, Dispatched
+from datarax_beam.kernels.errors import NarrowingError, OperatorError, PerRecordPathWarning
+from datarax_beam.kernels.keys import record_key, record_key_data, record_keys
+from datarax_beam.kernels.opaque import NeedsRecordPath
 
-__all__ = ["ChainKernel", "record_key", "record_keys"]
+__all__ = [
+    "ChainKernel",
+    "Dispatched",
+    "NarrowingError",
+    "NeedsRecordPath",
+    "OperatorError",
+    "PerRecordPathWarning",
+    "record_key",
+    "record_key_data",
+    "record_keys",
+]

@@ -1,27 +1,56 @@
-"""The kernel builder: an operator chain becomes one batched, jitted function.
+"""The kernel builder: an operator chain becomes batched host and jitted JAX segments.
 
 `ChainKernel` is the single place where operators run, online (`datarax_beam.dag`) and offline
-(the Beam operator DoFn). For numeric features the whole chain is one
-``jax.jit(jax.vmap(chain))``; batches are padded to a fixed size so XLA compiles once per input
-signature. Text and bytes features ride through that jitted chain as opaque placeholders as
-long as operators only move or drop them (`datarax_beam.kernels.opaque`); chains that use their
-values, and ragged features, run per record, eagerly. Both paths give identical results.
+(the Beam operator DoFn), so both cut a chain the same way and give the same records, bit for bit.
+The chain is cut into segments: each host operator (`datarax_beam.operators.HostOperator`) is a
+host segment, run batched over columns in a thread pool (`datarax_beam.kernels.host`); each run
+of consecutive JAX operators is one ``jax.jit(jax.vmap(...))`` per input signature, padded to
+``pad_to`` records so XLA compiles once (`datarax_beam.kernels.segments`). Features keep their
+dtypes: untouched features pass through as they are, and 64-bit features a JAX segment reads are
+narrowed (x64 off) only where every value survives (`datarax_beam.kernels.device`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
 from datarax_beam.core import columns as cols
-from datarax_beam.core.element import Element, RecordMetadata
 from datarax_beam.core.operator import OperatorModule
-from datarax_beam.kernels import opaque as opq
-from datarax_beam.kernels.keys import record_key, record_keys
+from datarax_beam.kernels.device import to_device, to_host
+from datarax_beam.kernels.errors import OperatorError, PerRecordPathWarning, trace_error_operator
+from datarax_beam.kernels.host import HostSegment, _Pool, default_threads
+from datarax_beam.kernels.segments import JaxSegment
+
+
+class Dispatched:
+    """A batch whose JAX work is dispatched (asynchronously) but not waited for.
+
+    ``host()`` waits and returns numpy columns (what the shard writer needs); ``device()`` returns
+    numeric features as ``jax.Array``s left on the device (what online training needs).
+    """
+
+    def __init__(self, batch: Mapping[str, Any], indices: np.ndarray, per_record: int = 0):
+        self.batch, self.indices, self.per_record = dict(batch), indices, per_record
+
+    def host(self) -> dict[str, Any]:
+        return to_host(self.batch)
+
+    def device(self) -> dict[str, Any]:
+        return to_device(self.batch)
+
+
+class _Call:
+    """Bookkeeping of one kernel call: the operators running, whether any ran per record."""
+
+    def __init__(self):
+        self.operators: tuple = ()
+        self.per_record = False
 
 
 class ChainKernel:
@@ -29,8 +58,19 @@ class ChainKernel:
 
     Args:
       operators: the chain, applied in order to every record.
-      pad_to: fixed batch size for the jitted path; batches are cut into pieces of this size and
+      pad_to: fixed batch size for JAX segments; batches are cut into pieces of this size and
         the last piece is padded (by repeating its last record), so one compilation serves all.
+      threads: the thread pool size for host operators whose ``threads`` is None (default: the
+        usable cores, at most 8).
+      online: calls return numeric features as ``jax.Array``s on the device (except 64-bit ones
+        while JAX's x64 is off: they stay numpy, exact, as the shards hold them), and an operator
+        error names the record (`OperatorError`). Otherwise
+        calls return numpy columns with the dtypes computed (untouched features keep theirs) and
+        errors propagate unchanged (the Beam DoFn re-runs a failing batch record by record).
+
+    Attributes:
+      compile_count: XLA compilations so far (one per JAX segment and input signature).
+      records_per_record_path: records that went through an operator on the per-record path.
 
     Example:
       >>> import numpy as np
@@ -43,7 +83,8 @@ class ChainKernel:
       1
     """
 
-    def __init__(self, operators: Sequence[OperatorModule], *, pad_to: int | None = None):
+    def __init__(self, operators: Sequence[OperatorModule], *, pad_to: int | None = None,
+                 threads: int | None = None, online: bool = False):
         for i, op in enumerate(operators):
             if not isinstance(op, OperatorModule):
                 raise TypeError(f"Chain entry {i} must be an operator, got {type(op).__name__}")
@@ -51,90 +92,100 @@ class ChainKernel:
             isinstance(pad_to, bool) or not isinstance(pad_to, (int, np.integer)) or pad_to < 1
         ):
             raise ValueError(f"`pad_to` must be a positive int, got {pad_to!r}")
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"`threads` must be an int >= 1 or None, got {threads!r}")
         self.operators = tuple(operators)
         self.pad_to = None if pad_to is None else int(pad_to)
+        self.online = bool(online)
         self.compile_count = 0
-        self._base_keys = tuple(op.base_key_data for op in self.operators)
-        self._jitted = jax.jit(self._batched, static_argnums=(3,))
-        self._passthrough: dict[tuple, dict[str, str]] = {}  # text signature -> {out key: in key}
-        self._per_record_only: set[tuple] = set()  # text signatures whose values operators use
+        self.records_per_record_path = 0
+        self._warned: set[int] = set()
+        self._pool = _Pool(threads or default_threads())
+        weakref.finalize(self, self._pool.shutdown)
+        self.segments = self._cut()
 
-    # -- the chain on one record (traced) ----------------------------------------------------
-    def _apply(self, element: Element, keys: Sequence[Any]) -> Element:
-        for op, key in zip(self.operators, keys, strict=True):
-            element = op.apply(element, key)
-            if not isinstance(element, Element):
-                raise TypeError(
-                    f"Operator {op.name!r} must return an Element, got {type(element).__name__}"
-                )
-        return element
+    def _cut(self) -> list:
+        segments, run = [], []
+        for op in self.operators:
+            if op.on_host:
+                if run:
+                    segments.append(JaxSegment(run, self.pad_to, self))
+                    run = []
+                segments.append(HostSegment(op, self._pool, self.pad_to))
+            else:
+                run.append(op)
+        if run:
+            segments.append(JaxSegment(run, self.pad_to, self))
+        return segments
 
-    def _chain(self, data, index, epoch, text: tuple[tuple[str, str], ...]):
-        meta = RecordMetadata(index=index, epoch=epoch)
-        keys = [None if b is None else record_key(b, epoch, index) for b in self._base_keys]
-        full = {**data, **{k: opq.opaque(kind, k) for k, kind in text}}
-        out = self._apply(Element(data=full, metadata=meta), keys).data
-        moved = {k: opq.source_key(v) for k, v in out.items() if opq.source_key(v) is not None}
-        self._passthrough[text] = moved
-        self.compile_count += 1  # runs at trace time only, once the trace succeeded
-        return {k: v for k, v in out.items() if k not in moved}
-
-    def _batched(self, data, index, epoch, text):
-        return jax.vmap(lambda d, i, e: self._chain(d, i, e, text), in_axes=(0, 0, None))(data, index, epoch)
+    def __getstate__(self):
+        raise TypeError("A ChainKernel holds compiled functions and a thread pool and is never "
+                        "pickled: build it where it runs (e.g. in DoFn.setup())")
 
     # -- batches ----------------------------------------------------------------------------
     def __call__(self, batch: Mapping[str, Any], indices: np.ndarray, epoch: int = 0) -> dict[str, Any]:
         """Applies the chain to every record of ``batch`` (columns) with these global indices."""
+        if self.online:
+            return self._online(batch, indices, epoch)
+        return self.dispatch(batch, indices, epoch).host()
+
+    def dispatch(self, batch: Mapping[str, Any], indices: np.ndarray, epoch: int = 0) -> Dispatched:
+        """Runs host segments and dispatches JAX segments without waiting for their results."""
+        return self._run(batch, indices, epoch, _Call())
+
+    def _run(self, batch, indices, epoch, call: _Call) -> Dispatched:
         indices = np.asarray(indices, dtype=np.int64)
         n = len(indices)
-        if n != cols.num_rows(batch) and batch:
+        if batch and n != cols.num_rows(batch):
             raise ValueError(f"Got {len(indices)} indices for a batch of {cols.num_rows(batch)} records")
         if not self.operators or n == 0:
-            return cols.canonicalize(batch)
-        numeric = {k: v for k, v in batch.items() if cols.is_numeric_column(v)}
-        text = tuple(sorted((k, opq.text_kind(v)) for k, v in batch.items() if k not in numeric))
-        if any(kind is None for _, kind in text) or text in self._per_record_only:
-            return self._run_per_record(batch, indices, epoch)
+            return Dispatched(batch, indices)
+        for segment in self.segments:
+            call.operators = segment.operators
+            batch = segment.run(batch, indices, int(epoch), call)
+        if call.per_record:
+            self.records_per_record_path += n
+        return Dispatched(batch, indices, n if call.per_record else 0)
+
+    def _online(self, batch, indices, epoch) -> dict[str, Any]:
         try:
-            out = self._run_jitted(numeric, indices, epoch, text)
-        except Exception:
-            if not text or text in self._passthrough:
-                raise  # not a tracing problem: the compiled chain itself failed on these values
-            # Tracing failed: an operator used a text value (or has a bug). The per-record path
-            # gives the real semantics, or raises the operator's real error.
-            self._per_record_only.add(text)
-            return self._run_per_record(batch, indices, epoch)
-        for out_key, in_key in self._passthrough[text].items():
-            out[out_key] = batch[in_key]
-        return out
+            return self.dispatch(batch, indices, epoch).device()
+        except Exception as exc:  # noqa: BLE001 - located and re-raised, never swallowed
+            if trace_error_operator(exc) is not None:
+                raise  # the chain's bug, the same for every record
+            self._locate(batch, np.asarray(indices, dtype=np.int64), epoch)
+            raise
 
-    def _run_jitted(self, batch, indices, epoch, text=()):
-        size = self.pad_to or len(indices)
-        outs = []
-        for start in range(0, len(indices), size):
-            piece = {k: v[start : start + size] for k, v in batch.items()}
-            idx = indices[start : start + size]
-            m = len(idx)
-            if m < size:  # pad by repeating the last record: same shapes, one compilation
-                fill = np.full(size - m, m - 1)
-                take = np.concatenate([np.arange(m), fill])
-                piece = {k: v[take] for k, v in piece.items()}
-                idx = idx[take]
-            out = self._jitted(piece, idx.astype(np.int32), np.int32(epoch), text)
-            outs.append({k: np.asarray(v)[:m] for k, v in out.items()})
-        return cols.concat(outs) if len(outs) > 1 else outs[0]
-
-    def _run_per_record(self, batch, indices, epoch):
-        keys_per_op = [
-            None if b is None else record_keys(b, epoch, indices) for b in self._base_keys
-        ]
-        records = []
+    def _locate(self, batch, indices, epoch) -> None:
+        """Re-runs a failed batch record by record; raises `OperatorError` for the first record
+        that fails alone (returns when none does: the error was not one record's)."""
         for i, index in enumerate(indices):
-            data = {k: v[i] for k, v in batch.items()}
-            meta = RecordMetadata(index=int(index), epoch=int(epoch))
-            keys = [None if ks is None else ks[i] for ks in keys_per_op]
-            records.append(self._apply(Element(data=data, metadata=meta), keys).data)
-        return cols.canonicalize(cols.columns_from_records(records))
+            call = _Call()
+            try:
+                self._run({k: v[i : i + 1] for k, v in batch.items()}, indices[i : i + 1], epoch, call).host()
+            except Exception as exc:  # noqa: BLE001 - re-raised with the record's index
+                if trace_error_operator(exc) is not None:
+                    raise
+                names = [op.name for op in call.operators]
+                who = repr(names[0]) if len(names) == 1 else f"one of {names} (one jitted segment)"
+                text = str(exc)
+                if len(text) > 2000:  # XLA callback errors embed a whole traceback: keep both ends
+                    text = text[:500] + " ... " + text[-1500:]
+                raise OperatorError(
+                    f"Operator {who} failed on record {int(index)} (epoch {int(epoch)}): "
+                    f"{type(exc).__name__}: {text}", int(index), ", ".join(names)
+                ) from exc
+
+    def _warn_per_record(self, op: OperatorModule, need) -> None:
+        if id(op) in self._warned:
+            return
+        self._warned.add(id(op))
+        warnings.warn(
+            f"Operator {op.name!r} runs per record, eagerly (slow): it uses the value of "
+            f"{need.kind} feature {need.feature!r} ({need.use}), which JAX cannot trace. Make it "
+            f"a HostOperator (batched on the host), or pad ragged features to a fixed shape first.",
+            PerRecordPathWarning, stacklevel=5,
+        )
 
     def fingerprint(self) -> str:
         """Identifies the chain (operators' code, configs and seeds), for shard-set metadata."""

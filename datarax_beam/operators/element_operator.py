@@ -9,7 +9,7 @@ import flax.nnx as nnx
 import jax
 
 from datarax_beam.core.element import Element
-from datarax_beam.core.operator import OperatorConfig, OperatorModule, code_fingerprint
+from datarax_beam.core.operator import OperatorConfig, OperatorModule
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,9 +20,11 @@ class ElementOperatorConfig(OperatorConfig):
 class ElementOperator(OperatorModule):
     """Applies ``fn(element, key)`` to every record.
 
-    ``fn`` runs batched under ``jax.jit(jax.vmap(...))`` when all features are numeric, and per
-    record otherwise (text/bytes features). A stochastic operator gets a key that depends only on
-    its seed, stream, the epoch and the record's global index, never on batch position.
+    ``fn`` runs batched under ``jax.jit(jax.vmap(...))``, together with the JAX operators next to
+    it in the chain. Text, bytes and ragged features may be moved or dropped there; an ``fn`` that
+    uses their values runs per record instead (slow: the kernel warns; write such steps as a
+    `HostOperator`). A stochastic operator gets a key that depends only on its seed, stream, the
+    epoch and the record's global index, never on batch position.
 
     Example:
       >>> import jax.numpy as jnp
@@ -52,6 +54,3 @@ class ElementOperator(OperatorModule):
                 f"got {type(result).__name__}: {result!r:.100} instead"
             )
         return result
-
-    def _fingerprint_extra(self) -> bytes:
-        return code_fingerprint(self.fn)

@@ -44,11 +44,12 @@ class HostOperator(OperatorModule):
       config: `OperatorConfig` (``stochastic``/``stream_name``); deterministic by default.
       rngs: the ``nnx.Rngs`` seeding a stochastic operator.
       name: a name for messages and metrics.
-      threads: run ``fn`` on up to this many contiguous pieces of a batch at once, in a thread
-        pool (useful when ``fn``'s work releases the GIL: Pillow, tokenizers, numpy). ``None``:
-        the kernel's default. Results do not depend on it.
+      threads: run ``fn`` on up to this many contiguous pieces of a batch at once, in the
+        kernel's thread pool (useful when ``fn``'s work releases the GIL: Pillow, tokenizers,
+        numpy); ``fn`` must then be thread-safe. ``None``: the kernel's default (the usable
+        cores, at most 8); ``1``: one call per batch. Results do not depend on it.
       record_wise: ``fn`` treats records independently (required for ``threads`` > 1 and for
-        splitting batches; the default).
+        splitting batches; the default). With False, ``fn`` always gets the whole batch.
 
     Example:
       >>> import numpy as np
@@ -56,6 +57,8 @@ class HostOperator(OperatorModule):
       >>> lower.apply_batch({"text": np.array(["A", "Bc"], dtype=object)}, None)["text"].tolist()
       ['a', 'bc']
     """
+
+    on_host = True
 
     def __init__(
         self,
@@ -129,9 +132,10 @@ class HostOperator(OperatorModule):
         return element.replace_data({k: v[0] for k, v in out.items()})
 
     def _fingerprint_extra(self) -> bytes:
-        if self.fn is None:
-            return b""
-        return code_fingerprint(self.fn)
+        # ``fn`` and other public attributes count in `OperatorModule.fingerprint`; a subclass's
+        # own ``transform`` counts by its code.
+        transform = type(self).transform
+        return b"" if transform is HostOperator.transform else code_fingerprint(transform)
 
 
 def _is_numeric(value: Any) -> bool:

@@ -59,14 +59,6 @@ def test_concat_of_differing_shapes_becomes_object():
     assert out["v"].dtype == object and out["v"].shape == (2,)
 
 
-def test_canonicalize_matches_jax_dtypes():
-    out = cols.canonicalize({"i": np.arange(3, dtype=np.int64), "f": np.ones(2, np.float64),
-                             "t": cols.object_column(["a"]), "j": jnp.arange(2)})
-    assert out["i"].dtype == cols.canonical_dtype(np.dtype(np.int64))
-    assert out["f"].dtype == cols.canonical_dtype(np.dtype(np.float64))
-    assert out["t"].dtype == object and isinstance(out["j"], np.ndarray)
-
-
 def test_is_numeric_column():
     assert cols.is_numeric_column(np.zeros(2)) and cols.is_numeric_column(jnp.zeros(2))
     assert cols.is_numeric_column(np.zeros(2, bool))

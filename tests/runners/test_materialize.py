@@ -81,7 +81,7 @@ def test_shardset_metadata(inproc, pipeline):
     assert loaded == inproc.shardset
     assert loaded.fingerprint == pipeline.fingerprint()
     assert {f.name: (f.dtype, f.shape) for f in loaded.schema.features} == {
-        "image": ("<f4", (8, 8)), "label": ("<i4", ())}
+        "image": ("<f4", (8, 8)), "label": ("<i8", ())}  # the source's int64 (used to be narrowed)
     assert loaded.total_bytes == sum(os.path.getsize(p) for p in loaded.shard_paths)
     assert {"datarax_beam", "apache-beam", "jax"} <= set(loaded.versions)
 
@@ -90,7 +90,7 @@ def test_counters_exact(inproc):
     c = counters(inproc.result)
     assert c["records_read"] == c["records_transformed"] == c["records_written"] == NUM_RECORDS
     assert c["bytes_written"] == inproc.shardset.total_bytes
-    assert c["record_bytes_encoded"] == NUM_RECORDS * (8 * 8 * 4 + 4)
+    assert c["record_bytes_encoded"] == NUM_RECORDS * (8 * 8 * 4 + 8)  # int64 labels kept
     assert c["kernel_compilations"] == 1 and c["kernel_micro_secs"] > 0
 
 
