@@ -299,8 +299,8 @@ def from_tfds(
     when it is stored in a random-access format (ArrayRecord) and its size recorded in the
     dataset's metadata (``info.splits[split].num_bytes``) is at most ``eager_max_bytes`` (1 GiB
     by default). Otherwise it is a `TFDSStreamingSource`, read in order shard by shard: larger
-    splits (a per-record index over them costs memory and random reads), splits whose size is
-    unknown, and TFRecord-only datasets (which cannot be read by index at all).
+    splits, splits whose size is unknown, and TFRecord-only datasets (which cannot be read by
+    index at all).
 
     TFDS decodes features itself: images arrive as ``uint8`` arrays (no `DecodeImage` needed),
     ``Text`` as bytes.
