@@ -9,6 +9,7 @@ statistics are computed per fixed block of record indices and merged in block or
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections import Counter
 from typing import Any
 
@@ -159,12 +160,22 @@ class Vocabulary:
         return cls(counts, missing)
 
     def merge(self, other: Vocabulary) -> Vocabulary:
-        merged = Counter(self.counts)
-        merged.update(other.counts)
-        return Vocabulary(merged, self.missing + other.missing)
+        return Vocabulary.merge_all([self, other])
+
+    @staticmethod
+    def merge_all(vocabularies: list[Vocabulary]) -> Vocabulary:
+        """One pass over all blocks' counts (merging pairwise would copy a growing Counter)."""
+        merged: Counter = Counter()
+        for v in vocabularies:
+            merged.update(v.counts)
+        return Vocabulary(merged, sum(v.missing for v in vocabularies))
 
     def finalize(self, top_k: int) -> dict[str, Any]:
-        items = sorted(self.counts.items(), key=lambda kv: (-kv[1], _sort_key(kv[0])))
+        try:  # by value, then stably by count descending: both sorts in C for one value type
+            items = sorted(self.counts.items())
+            items.sort(key=operator.itemgetter(1), reverse=True)
+        except TypeError:  # mixed types (ints and strings, str and bytes): the general key
+            items = sorted(self.counts.items(), key=lambda kv: (-kv[1], _sort_key(kv[0])))
         if top_k:
             items = items[:top_k]
         return {"vocabulary": [k.item() if isinstance(k, np.generic) else k for k, _ in items],
@@ -176,8 +187,8 @@ def flatten_values(column: np.ndarray) -> list:
     """The values of an object column as one flat list: arrays and lists of values are spliced
     in (row-major), scalars (str, bytes, int, None) kept; numpy scalars become Python values."""
     values = column.tolist()
-    if not any(isinstance(v, (np.ndarray, list, tuple)) for v in values):
-        return values
+    if not any(issubclass(t, (np.ndarray, list, tuple)) for t in set(map(type, values))):
+        return values  # the common case, checked at C speed: one value per record
     flat: list = []
     for v in values:
         if isinstance(v, np.ndarray):
@@ -198,6 +209,8 @@ def _sort_key(value: Any) -> tuple:
 
 
 def _check_keys(counts: Counter) -> None:
+    if all(issubclass(t, (str, bytes, int, np.integer)) for t in set(map(type, counts))):
+        return
     for value in counts:
         if not isinstance(value, (str, bytes, int, np.integer)):
             raise TypeError(
@@ -235,11 +248,24 @@ class FeatureAccumulator:
         return acc
 
     def merge(self, other: FeatureAccumulator) -> FeatureAccumulator:
-        def m(a, b):
-            return a if b is None else b if a is None else a.merge(b)
+        return FeatureAccumulator.merge_all([self, other])
 
-        return FeatureAccumulator(self.spec, m(self.moments, other.moments),
-                                  m(self.histogram, other.histogram), m(self.vocabulary, other.vocabulary))
+    @staticmethod
+    def merge_all(accumulators: list[FeatureAccumulator]) -> FeatureAccumulator:
+        """Merges blocks in the given order (moments left to right, so the bits are fixed)."""
+        def fold(parts):
+            parts = [p for p in parts if p is not None]
+            if not parts:
+                return None
+            out = parts[0]
+            for p in parts[1:]:
+                out = out.merge(p)
+            return out
+
+        vocabularies = [a.vocabulary for a in accumulators if a.vocabulary is not None]
+        return FeatureAccumulator(accumulators[0].spec, fold([a.moments for a in accumulators]),
+                                  fold([a.histogram for a in accumulators]),
+                                  Vocabulary.merge_all(vocabularies) if vocabularies else None)
 
     def finalize(self) -> dict[str, Any]:
         out: dict[str, Any] = {"feature": self.spec.feature}

@@ -146,12 +146,10 @@ def accumulate(specs: Sequence[StatSpec], columns: Mapping[str, Any]) -> BlockAc
 
 def merge_in_order(blocks: Iterable[tuple[int, BlockAccumulators]]) -> BlockAccumulators:
     """Merges block accumulators in increasing block id (the only order ever used)."""
-    merged: BlockAccumulators | None = None
-    for _, accs in sorted(blocks, key=lambda kv: kv[0]):
-        merged = dict(accs) if merged is None else {k: merged[k].merge(accs[k]) for k in merged}
-    if merged is None:
+    ordered = [accs for _, accs in sorted(blocks, key=lambda kv: kv[0])]
+    if not ordered:
         raise ValueError("Cannot compute statistics over an empty dataset")
-    return merged
+    return {k: FeatureAccumulator.merge_all([accs[k] for accs in ordered]) for k in ordered[0]}
 
 
 def finalize(merged: BlockAccumulators) -> Statistics:

@@ -87,3 +87,10 @@ def test_flatten_values():
     column = np.empty(3, dtype=object)
     column[:] = ["a", np.array([["b", "c"]]), ("d",)]
     assert flatten_values(column) == ["a", "b", "c", "d"]
+
+
+def test_vocabulary_order_count_then_value_for_one_and_mixed_types():
+    words = np.array(["b", "c", "a", "c", "b"], dtype=object)
+    assert _stats(StatSpec("w", vocabulary_top_k=0), words)["vocabulary"] == ["b", "c", "a"]
+    mixed = np.array(["b", 3, "a", 3, b"z"], dtype=object)
+    assert _stats(StatSpec("m", vocabulary_top_k=0), mixed)["vocabulary"] == [3, "a", "b", b"z"]
