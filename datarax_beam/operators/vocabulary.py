@@ -15,6 +15,7 @@ Where it runs is decided when the statistics are bound, from the vocabulary:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,8 +91,8 @@ class VocabularyLookup(HostStatisticsOperator):
             flat = arr.ravel().tolist()
             return self._ids(flat, table, oov).reshape(arr.shape)
         values = arr.tolist()
-        if not any(isinstance(v, (np.ndarray, list, tuple)) for v in values):
-            return self._ids(values, table, oov)
+        if not any(issubclass(t, (np.ndarray, list, tuple)) for t in set(map(type, values))):
+            return self._ids(values, table, oov)  # one value per record (checked at C speed)
         ids = self._ids(flatten_values(arr), table, oov)
         out, pos = [], 0
         for v in values:  # split the flat ids back into one array per record
@@ -102,9 +103,9 @@ class VocabularyLookup(HostStatisticsOperator):
         return cols.stack_values(out)
 
     def _ids(self, values: list, table: dict, oov: int) -> np.ndarray:
-        get = table.get
-        try:
-            return np.fromiter((get(v, oov) for v in values), dtype=np.int32, count=len(values))
+        try:  # dict.get mapped in C: no Python frame per value
+            return np.fromiter(map(table.get, values, itertools.repeat(oov, len(values))), dtype=np.int32,
+                               count=len(values))
         except TypeError:
             bad = next(v for v in values if not _hashable(v))
             raise TypeError(
