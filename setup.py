@@ -35,9 +35,13 @@ setup(
         "datasets>=2.19",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff", "orbax-checkpoint"],  # orbax: checkpointing tests and examples
-        "demo": ["scikit-learn>=1.3", "optax>=0.2", "matplotlib>=3.7"],
-        "bench": ["grain>=0.2", "psutil"],
+        # Optional operators: image (DecodeImage, ResizeImage) and text (Tokenize).
+        "image": ["Pillow>=9.1"],
+        "text": ["tokenizers>=0.15"],
+        # orbax: checkpointing tests and examples
+        "test": ["pytest>=8", "ruff", "orbax-checkpoint", "Pillow>=9.1", "tokenizers>=0.15"],
+        "demo": ["scikit-learn>=1.3", "optax>=0.2", "matplotlib>=3.7", "Pillow>=9.1", "tokenizers>=0.15"],
+        "bench": ["grain>=0.2", "psutil", "Pillow>=9.1", "tokenizers>=0.15", "pandas"],
         "plot": ["matplotlib>=3.7"],
         # TFRecord-format TFDS datasets need TensorFlow; everything else works without it.
         "tensorflow": ["tensorflow>=2.15"],

@@ -4,6 +4,10 @@ An operator declares the `StatSpec`s it needs. Before it runs, the pipeline (onl
 Beam job (offline) analyzes the records as they are *at that point of the chain* — the output of
 the operators before it — and binds the result with `with_statistics`. Both sides use the same
 block-wise analysis, so the bound statistics, and hence the outputs, are bit-identical.
+
+`analysis_plan` groups consecutive consumers into one analysis pass when the consumers between
+them do not write the features analyzed (each consumer declares what it writes): a tabular chain
+of seven `Normalize`/`VocabularyLookup` operators is analyzed in one pass, not seven.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import flax.nnx as nnx
@@ -20,13 +24,40 @@ import numpy as np
 
 from datarax_beam.core.element import Element
 from datarax_beam.core.operator import OperatorConfig, OperatorModule, code_fingerprint
+from datarax_beam.operators.host import HostOperator
 from datarax_beam.statistics.spec import StatSpec
 
 StatsFn = Callable[[Element, Any, Mapping[str, Mapping[str, Any]]], Element]
+HostStatsFn = Callable[[dict[str, Any], "np.ndarray | None", Mapping[str, Mapping[str, Any]]], Mapping[str, Any]]
+
+
+def _check_specs(statistics: Sequence[StatSpec]) -> tuple[StatSpec, ...]:
+    specs = tuple(statistics)
+    if not specs or not all(isinstance(s, StatSpec) for s in specs):
+        raise TypeError(f"`statistics` must be a non-empty list of StatSpec, got {statistics!r}")
+    return specs
+
+
+def _check_writes(writes: Iterable[str] | None) -> frozenset[str] | None:
+    if writes is None:
+        return None
+    if isinstance(writes, str) or not all(isinstance(w, str) for w in writes):
+        raise TypeError(f"`writes` must be a list of feature names or None, got {writes!r}")
+    return frozenset(writes)
 
 
 class StatisticsOperator(OperatorModule):
     """``fn(element, key, stats)`` with the statistics declared in ``statistics``.
+
+    Args:
+      config: `OperatorConfig`.
+      fn: the per-record function (traced under ``jit(vmap)`` like any JAX operator).
+      statistics: the `StatSpec`s it needs.
+      rngs: seeds a stochastic operator.
+      name: a name for messages.
+      writes: the features ``fn`` writes (sets, replaces or removes); ``None`` (the default)
+        means "may write anything". Declaring it lets `analysis_plan` analyze later consumers in
+        the same pass as this one.
 
     Example:
       >>> import numpy as np
@@ -46,23 +77,32 @@ class StatisticsOperator(OperatorModule):
         rngs: nnx.Rngs | None = None,
         *,
         name: str | None = None,
+        writes: Iterable[str] | None = None,
     ):
         if not callable(fn):
             raise TypeError(f"`fn` must be callable as fn(element, key, stats), got {fn!r}")
-        specs = tuple(statistics)
-        if not specs or not all(isinstance(s, StatSpec) for s in specs):
-            raise TypeError(f"`statistics` must be a non-empty list of StatSpec, got {statistics!r}")
+        specs = _check_specs(statistics)
         super().__init__(config, rngs=rngs, name=name or getattr(fn, "__name__", type(self).__name__))
         self.fn = fn
         self.specs = specs
+        self._writes = _check_writes(writes)
         self._bound: dict[str, dict[str, Any]] | None = None
 
     def statistics_specs(self) -> tuple[StatSpec, ...]:
         return self.specs
 
+    def writes(self) -> frozenset[str] | None:
+        """Features this operator writes; None when unknown (it may write any)."""
+        return self._writes
+
     @property
     def is_bound(self) -> bool:
         return self._bound is not None
+
+    @property
+    def bound_statistics(self) -> dict[str, dict[str, Any]] | None:
+        """The statistics bound by `with_statistics` (None before)."""
+        return self._bound
 
     def with_statistics(self, stats: Mapping[str, Mapping[str, Any]]) -> StatisticsOperator:
         """A copy of this operator that uses ``stats`` (it must hold every declared name)."""
@@ -71,28 +111,91 @@ class StatisticsOperator(OperatorModule):
             raise KeyError(f"Operator {self.name!r} needs statistics {missing}; got {sorted(stats)}")
         bound = copy.copy(self)
         bound._bound = {s.name: {k: _as_array(v) for k, v in stats[s.name].items()} for s in self.specs}
+        bound._on_bind()
         return bound
 
-    def apply(self, element: Element, key) -> Element:
+    def _on_bind(self) -> None:
+        """Hook: precompute from ``self._bound`` (tables, sorted values) once per binding."""
+
+    def _require_bound(self) -> dict[str, dict[str, Any]]:
         if self._bound is None:
             raise RuntimeError(
                 f"Operator {self.name!r} needs statistics {[s.name for s in self.specs]} that were "
                 f"not computed; run it inside a pipeline (which analyzes the data first) or call "
                 f"with_statistics(...)"
             )
-        result = self.fn(element, key, self._bound)
+        return self._bound
+
+    def apply(self, element: Element, key) -> Element:
+        bound = self._require_bound()
+        result = self.fn(element, key, bound)
         if not isinstance(result, Element):
             raise TypeError(f"Operator {self.name!r}: fn must return an Element, got {type(result).__name__}")
         return result
 
     def _fingerprint_extra(self) -> bytes:
-        h = hashlib.sha256(code_fingerprint(self.fn))
+        h = hashlib.sha256(code_fingerprint(self.fn) if self.fn is not None else b"")
         h.update(repr(self.specs).encode())
+        h.update(repr(sorted(self._writes) if self._writes is not None else None).encode())
         if self._bound is not None:
             h.update(json.dumps({n: {k: np.asarray(v).tolist() if isinstance(v, np.ndarray) else v
                                      for k, v in d.items()} for n, d in self._bound.items()},
-                                sort_keys=True, default=str).encode())
+                                sort_keys=True, default=repr).encode())
         return h.digest()
+
+
+class HostStatisticsOperator(StatisticsOperator, HostOperator):
+    """A `HostOperator` that uses full-pass statistics: ``fn(batch, keys, stats) -> batch``.
+
+    It runs on the host over whole batches of columns (see `HostOperator`), so it may read text,
+    bytes and ragged values; subclasses override `transform_with_statistics` instead of passing
+    ``fn``. Analysis and binding work as for `StatisticsOperator`.
+
+    Example:
+      >>> import numpy as np
+      >>> lower_than_mean = HostStatisticsOperator(
+      ...     OperatorConfig(), fn=lambda b, k, s: {**b, "low": b["x"] < s["x"]["mean"]},
+      ...     statistics=[StatSpec("x")], writes=["low"])
+      >>> bound = lower_than_mean.with_statistics({"x": {"mean": np.array(1.5)}})
+      >>> bound.apply_batch({"x": np.array([1.0, 2.0])}, None)["low"].tolist()
+      [True, False]
+    """
+
+    def __init__(
+        self,
+        config: OperatorConfig,
+        fn: HostStatsFn | None = None,
+        statistics: Sequence[StatSpec] = (),
+        rngs: nnx.Rngs | None = None,
+        *,
+        name: str | None = None,
+        writes: Iterable[str] | None = None,
+        threads: int | None = None,
+        record_wise: bool = True,
+    ):
+        if fn is not None and not callable(fn):
+            raise TypeError(f"`fn` must be callable as fn(batch, keys, stats), got {fn!r}")
+        if fn is None and type(self).transform_with_statistics is HostStatisticsOperator.transform_with_statistics:
+            raise TypeError("HostStatisticsOperator needs `fn` (or a subclass overriding transform_with_statistics)")
+        specs = _check_specs(statistics)
+        default = getattr(fn, "__name__", None) if fn is not None else type(self).__name__
+        HostOperator.__init__(self, None, config, rngs, name=name or default or type(self).__name__,
+                              threads=threads, record_wise=record_wise)
+        self.fn = fn
+        self.specs = specs
+        self._writes = _check_writes(writes)
+        self._bound = None
+
+    def transform_with_statistics(self, batch: dict[str, Any], keys: np.ndarray | None,
+                                  stats: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]:
+        return self.fn(batch, keys, stats)
+
+    def transform(self, batch: dict[str, Any], keys: np.ndarray | None) -> Mapping[str, Any]:
+        return self.transform_with_statistics(batch, keys, self._require_bound())
+
+    def apply(self, element: Element, key) -> Element:
+        self._require_bound()
+        return HostOperator.apply(self, element, key)
 
 
 def _as_array(v: Any) -> Any:
@@ -114,7 +217,8 @@ class Normalize(StatisticsOperator):
                  name: str | None = None):
         self.feature, self.eps = feature, float(eps)
         spec = StatSpec(feature=feature, name=stats or feature, axes=axes)
-        super().__init__(OperatorConfig(), fn=self._normalize, statistics=[spec], name=name or f"normalize_{feature}")
+        super().__init__(OperatorConfig(), fn=self._normalize, statistics=[spec], name=name or f"normalize_{feature}",
+                         writes=[feature])
 
     def _normalize(self, element: Element, key, stats) -> Element:
         spec = self.specs[0]
@@ -126,33 +230,49 @@ class Normalize(StatisticsOperator):
         return element.update_data({self.feature: ((x - mean) / (std + self.eps)).astype(jnp.float32)})
 
 
-class VocabularyLookup(StatisticsOperator):
-    """Maps a string or integer feature to its id in the dataset's vocabulary (top-k by count).
+def analysis_plan(
+    operators: Sequence[OperatorModule], given: Iterable[str] | None = None
+) -> list[tuple[int, list[StatSpec]]]:
+    """The analysis passes a chain needs: ``[(prefix_length, specs), ...]`` in chain order.
 
-    Values outside the vocabulary map to ``len(vocabulary)`` (one out-of-vocabulary id).
+    Pass ``(k, specs)`` analyzes the records produced by ``operators[:k]`` (bound with the
+    statistics of the earlier passes). Consecutive consumers share one pass when every consumer
+    between them declares what it writes (`StatisticsOperator.writes`) and none writes a feature
+    a later one analyzes; any other operator in between starts a new pass. Statistics named in
+    ``given`` and those of already bound consumers are not analyzed again.
+
+    Example:
+      >>> ops = [Normalize("a"), Normalize("b"), VocabularyLookup("c", output="c_id")]
+      >>> [(k, [s.name for s in specs]) for k, specs in analysis_plan(ops)]
+      [(0, ['a', 'b', 'c_vocab'])]
     """
-
-    def __init__(self, feature: str, stats: str | None = None, *, top_k: int = 0,
-                 output: str | None = None, name: str | None = None):
-        self.feature, self.output = feature, output or feature
-        spec = StatSpec(feature=feature, name=stats or f"{feature}_vocab", vocabulary_top_k=top_k)
-        super().__init__(OperatorConfig(), fn=self._lookup, statistics=[spec], name=name or f"vocab_{feature}")
-        self._table: dict | None = None
-
-    def _lookup(self, element: Element, key, stats) -> Element:
-        vocab = stats[self.specs[0].name]["vocabulary"]
-        value = element.data[self.feature]
-        if isinstance(value, (str, bytes)):
-            if self._table is None:
-                self._table = {v: i for i, v in enumerate(vocab)}
-            return element.update_data({self.output: np.int32(self._table.get(value, len(vocab)))})
-        values = jnp.asarray(np.asarray(vocab, dtype=np.int64))
-        order = jnp.argsort(values)
-        sorted_vals = values[order]
-        pos = jnp.clip(jnp.searchsorted(sorted_vals, value), 0, len(vocab) - 1)
-        hit = sorted_vals[pos] == value
-        ids = jnp.where(hit, order[pos], len(vocab)).astype(jnp.int32)
-        return element.update_data({self.output: ids})
+    known = set(given or ())
+    plan: list[tuple[int, list[StatSpec]]] = []
+    written: set[str] | None = None  # features written since the open pass's prefix; None: no open pass
+    for i, op in enumerate(operators):
+        if not isinstance(op, StatisticsOperator):
+            written = None  # an operator that may write anything: later consumers need a new pass
+            continue
+        specs = op.statistics_specs()
+        if op.is_bound:
+            known.update(s.name for s in specs)
+        missing = []
+        for spec in specs:
+            if spec.name not in known and all(spec.name != m.name for m in missing):
+                missing.append(spec)
+        if missing:
+            if written is not None and not any(s.feature in written for s in missing):
+                plan[-1][1].extend(missing)
+            else:
+                plan.append((i, missing))
+                written = set()
+            known.update(s.name for s in missing)
+        writes = op.writes()
+        if writes is None:
+            written = None
+        elif written is not None:
+            written |= writes
+    return plan
 
 
 def bind_statistics(
@@ -160,23 +280,47 @@ def bind_statistics(
     statistics: Mapping[str, Mapping[str, Any]] | None,
     compute: Callable[[Sequence[OperatorModule], Sequence[StatSpec]], Mapping[str, Mapping[str, Any]]],
 ) -> tuple[list[OperatorModule], dict[str, Mapping[str, Any]]]:
-    """Binds statistics to every consumer in the chain, computing missing ones in order.
+    """Binds statistics to every consumer in the chain, computing missing ones per `analysis_plan`.
 
     ``compute(prefix, specs)`` analyzes the records as produced by the (already bound) operators
-    ``prefix`` and returns the statistics for ``specs``.
+    ``prefix`` and returns the statistics for ``specs``; it is called once per pass of the plan.
+    Operators that are already bound keep their statistics (and add them to the result).
     """
     known = dict(statistics or {})
-    bound: list[OperatorModule] = []
     for op in operators:
-        if isinstance(op, StatisticsOperator):
-            missing = [s for s in op.statistics_specs() if s.name not in known]
-            if missing:
-                known.update(compute(list(bound), missing))
-            op = op.with_statistics(known)
-        bound.append(op)
+        if isinstance(op, StatisticsOperator) and op.is_bound:
+            for name, value in op.bound_statistics.items():
+                known.setdefault(name, value)
+    bound: list[OperatorModule] = []
+
+    def bind_up_to(k: int) -> None:
+        while len(bound) < k:
+            op = operators[len(bound)]
+            if isinstance(op, StatisticsOperator) and not op.is_bound:
+                op = op.with_statistics(known)
+            bound.append(op)
+
+    for k, specs in analysis_plan(operators, known):
+        bind_up_to(k)
+        known.update(compute(list(bound), specs))
+    bind_up_to(len(operators))
     return bound, known
 
 
 def statistics_consumers(operators: Sequence[OperatorModule]) -> list[int]:
     """Positions of operators that need statistics."""
     return [i for i, op in enumerate(operators) if isinstance(op, StatisticsOperator)]
+
+
+# VocabularyLookup lives in its own module; it is part of this one's public face.
+from datarax_beam.operators.vocabulary import VocabularyLookup  # noqa: E402
+
+__all__ = [
+    "HostStatisticsOperator",
+    "Normalize",
+    "StatisticsOperator",
+    "VocabularyLookup",
+    "analysis_plan",
+    "bind_statistics",
+    "statistics_consumers",
+]

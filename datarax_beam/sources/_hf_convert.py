@@ -1,9 +1,11 @@
 """Hugging Face values -> datarax_beam columns (internal).
 
 Batches are read with HF's ``numpy`` format. Numeric columns stay numpy arrays; text (numpy
-``<U``/``S`` arrays or python str) becomes a 1-D object column of ``str``/``bytes``; PIL images
-(which the numpy format already decodes) become uint8 arrays; ragged values become object
-columns of arrays.
+``<U``/``S`` arrays or python str) becomes a 1-D object column of ``str``/``bytes``; ragged
+values become object columns of arrays. ``Image`` features are read undecoded
+(``Image(decode=False)``: ``{"bytes", "path"}``) and become the encoded file's bytes, for
+`datarax_beam.operators.image.DecodeImage`; nothing is decoded eagerly. (A PIL image that still
+arrives, e.g. inside another feature type, becomes a uint8 array.)
 """
 
 from __future__ import annotations
@@ -46,9 +48,51 @@ def to_column(values: Any) -> np.ndarray:
     return cols.stack_values([to_value(v) for v in values])
 
 
-def to_columns(batch: Mapping[str, Any], keep: list[str]) -> dict[str, np.ndarray]:
-    """A numpy-formatted HF batch as datarax_beam columns (only the ``keep`` features)."""
-    return {k: to_column(batch[k]) for k in keep}
+def image_bytes(value: Any, feature: str) -> bytes:
+    """One undecoded HF image (``{"bytes": b or None, "path": p}``) as the encoded file's bytes."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, Mapping):
+        data = value.get("bytes")
+        if data is not None:
+            return bytes(data)
+        path = value.get("path")
+        if path:
+            try:
+                with open(path, "rb") as f:
+                    return f.read()
+            except OSError as err:
+                raise OSError(f"Image feature {feature!r}: cannot read the image file {path!r}: {err}") from None
+    raise TypeError(f"Image feature {feature!r}: expected encoded bytes or a path, got {value!r:.80}")
+
+
+def to_columns(batch: Mapping[str, Any], keep: list[str], images: frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """A numpy-formatted HF batch as datarax_beam columns (only the ``keep`` features).
+
+    ``images`` names the (undecoded) ``Image`` features: they become object columns of bytes.
+    """
+    return {k: cols.object_column([image_bytes(v, k) for v in batch[k]]) if k in images else to_column(batch[k])
+            for k in keep}
+
+
+def image_features(features: Any) -> frozenset[str]:
+    """Names of the top-level ``datasets.Image`` features (``features`` may be None: unknown)."""
+    if not features:
+        return frozenset()
+    import datasets
+
+    return frozenset(k for k, f in features.items() if isinstance(f, datasets.Image))
+
+
+def undecoded_images(ds: Any) -> tuple[Any, frozenset[str]]:
+    """``ds`` with its ``Image`` features cast to ``decode=False`` (no PIL decode), and their names."""
+    import datasets
+
+    names = image_features(getattr(ds, "features", None))
+    for name in sorted(names):
+        if ds.features[name].decode:
+            ds = ds.cast_column(name, datasets.Image(decode=False))
+    return ds, names
 
 
 def rows(columns: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -64,13 +108,16 @@ def is_saved_to_disk(path: str) -> bool:
     )
 
 
-def local_size(path: str) -> int | None:
-    """Total bytes of the files under a local path, or None when it is not local."""
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    if not os.path.isdir(path):
-        return None
-    total = 0
-    for root, _, files in os.walk(path):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    return total
+def is_local_files(files: Any) -> bool:
+    """True when ``data_files`` (a path, a glob, a list or a dict of them) all name local files."""
+    import glob
+
+    if files is None:
+        return False
+    if isinstance(files, Mapping):
+        return bool(files) and all(is_local_files(v) for v in files.values())
+    if isinstance(files, (str, os.PathLike)):
+        path = os.fspath(files)
+        return os.path.exists(path) or (any(c in path for c in "*?[") and bool(glob.glob(path)))
+    files = list(files)
+    return bool(files) and all(is_local_files(f) for f in files)

@@ -3,8 +3,9 @@
 `HFEagerSource` reads a map-style ``datasets.Dataset`` by index, in batches, through HF's numpy
 format, so it shuffles globally and splits into index ranges across Beam workers.
 `HFStreamingSource` reads an ``IterableDataset`` sequentially, shard by shard (``n_shards`` /
-``iter_shard(i)``). Numeric columns come out as numpy arrays, text stays ``str``, PIL images
-become uint8 arrays.
+``iter_shard(i)``). Numeric columns come out as numpy arrays, text stays ``str``, and ``Image``
+features come out as the encoded file's bytes (PNG, JPEG, ...), never decoded eagerly: decode
+them in the chain with `datarax_beam.operators.image.DecodeImage`, batched and threaded.
 
 Where the data comes from (``config.name``):
 
@@ -23,6 +24,7 @@ A dataset that is neither local nor downloadable raises `DatasetUnavailableError
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -40,7 +42,7 @@ from datarax_beam.sources._common import (
     select_keys,
 )
 
-#: `from_hf` reads data of at most this many bytes eagerly (map-style, random access).
+#: `from_hf` reads remote data of at most this many bytes map-style (local data always is).
 EAGER_MAX_BYTES = 1 << 30
 
 
@@ -197,26 +199,27 @@ class HFEagerSource(RandomAccessSource):
         self._handle = Handle(self._open())
         self._length = self._handle.value[0]
 
-    def _open(self) -> tuple[int, list[str], Any]:
-        """(length, kept features, formatted Dataset or in-memory columns)."""
+    def _open(self) -> tuple[int, list[str], Any, frozenset[str]]:
+        """(length, kept features, formatted Dataset or in-memory columns, image features)."""
         cfg, ds = self.config, self._given.value
         if ds is None and cfg.streaming:
-            stream = load(cfg, streaming=True)
+            stream, images = conv.undecoded_images(load(cfg, streaming=True))
             parts, keep = [], None
             for batch in stream.with_format("numpy").iter(batch_size=1000):
                 keep = keep or select_keys(list(batch), cfg, _describe(cfg))
-                parts.append(conv.to_columns(batch, keep))
+                parts.append(conv.to_columns(batch, keep, images))
             if keep is None:
                 raise ValueError(f"{_describe(cfg)} is empty")
             columns = cols.concat(parts)
-            return cols.num_rows(columns), keep, columns
+            return cols.num_rows(columns), keep, columns, images
         if ds is None:
             ds = load(cfg, streaming=False)
         keep = select_keys(list(ds.column_names), cfg, _describe(cfg))
-        return len(ds), keep, ds.select_columns(keep).with_format("numpy")
+        ds, images = conv.undecoded_images(ds.select_columns(keep))
+        return len(ds), keep, ds.with_format("numpy"), images
 
     @property
-    def _opened(self) -> tuple[int, list[str], Any]:
+    def _opened(self) -> tuple[int, list[str], Any, frozenset[str]]:
         if self._handle.value is None:
             self._handle.value = self._open()
         return self._handle.value
@@ -225,10 +228,10 @@ class HFEagerSource(RandomAccessSource):
         return self._length
 
     def _read(self, indices: np.ndarray) -> dict[str, Any]:
-        _, keep, data = self._opened
+        _, keep, data, images = self._opened
         if isinstance(data, dict):
             return cols.take(data, indices)
-        return conv.to_columns(data[indices.tolist()], keep)
+        return conv.to_columns(data[indices.tolist()], keep, images)
 
     def source_info(self) -> dict[str, Any]:
         return {"source": "hf", "name": self.config.name, "split": self.config.split}
@@ -275,7 +278,7 @@ class HFStreamingSource(ShardedStreamingSource):
 
     def _open(self) -> Any:
         ds = self._given.value
-        return load(self.config, streaming=True) if ds is None else ds
+        return conv.undecoded_images(load(self.config, streaming=True) if ds is None else ds)[0]
 
     @property
     def _iterable(self) -> Any:
@@ -290,10 +293,10 @@ class HFStreamingSource(ShardedStreamingSource):
     def _shard_records(self, shard: int) -> Iterator[dict[str, Any]]:
         ds = self._iterable
         part = ds if self._n_shards == 1 else ds.shard(num_shards=self._n_shards, index=shard)
-        keep = None
+        keep, images = None, conv.image_features(getattr(part, "features", None))
         for batch in part.with_format("numpy").iter(batch_size=int(self.config.read_batch_size)):
             keep = keep or select_keys(list(batch), self.config, _describe(self.config))
-            yield from conv.rows(conv.to_columns(batch, keep))
+            yield from conv.rows(conv.to_columns(batch, keep, images))
 
     def source_info(self) -> dict[str, Any]:
         return {"source": "hf", "name": self.config.name, "split": self.config.split}
@@ -311,21 +314,30 @@ def _is_map_style(ds: Any) -> bool:
     return isinstance(ds, datasets.Dataset)
 
 
-def _size_of(config: HFEagerConfig) -> int | None:
-    """Bytes of the split when known without downloading it, else None."""
-    local = conv.local_size(config.name)
-    if local is not None:
-        return local
+def is_local(config: HFEagerConfig) -> bool:
+    """True when the split is read from this machine's files, not downloaded.
+
+    Local: a ``save_to_disk`` directory or a local directory laid out like a Hub repository
+    (``name``), or a packaged builder (``"imagefolder"``, ``"parquet"``, ``"json"``, ``"csv"``, ...)
+    whose ``data_dir`` is a local directory or whose ``data_files`` are all local files.
+    """
+    if os.path.isdir(config.name):
+        return True
+    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
+
+    if config.name not in _PACKAGED_DATASETS_MODULES:
+        return False
     if config.data_files is not None:
-        files = config.data_files
-        files = list(files.values()) if isinstance(files, Mapping) else files
-        flat = [f for f in ([files] if isinstance(files, str) else files) for f in ([f] if isinstance(f, str) else f)]
-        sizes = [conv.local_size(f) for f in flat]
-        return None if any(s is None for s in sizes) else int(sum(sizes))
-    try:  # the Hub's metadata (needs the network, or HF's cache)
+        return conv.is_local_files(config.data_files)
+    return config.data_dir is not None and os.path.isdir(config.data_dir)
+
+
+def _remote_size(config: HFEagerConfig) -> int | None:
+    """Bytes of a remote split from the dataset's metadata (network or HF's cache), else None."""
+    try:
         builder = _import_datasets().load_dataset_builder(config.name, config.config_name)
         return int(builder.info.splits[config.split].num_bytes) or None
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means "size unknown": stream
         return None
 
 
@@ -339,25 +351,38 @@ def from_hf(
 ) -> HFEagerSource | HFStreamingSource:
     """Opens a Hugging Face split, picking the map-style (eager) or the streaming source.
 
-    The rule when ``streaming`` is None: a ``datasets.Dataset`` is read eagerly and an
-    ``IterableDataset`` streamed; otherwise the split is read eagerly (random access) when its
-    size is known and at most ``eager_max_bytes`` (1 GiB by default) — the size of the local
-    files for local data, else ``info.splits[split].num_bytes`` from the dataset's metadata —
-    and streamed when it is larger or its size is unknown (so nothing big is downloaded whole).
+    The rule when ``streaming`` is None:
+
+    * a ``datasets.Dataset`` is read map-style and an ``IterableDataset`` streamed;
+    * **local data is always map-style** (`HFEagerSource`: random access, ``len()``, a global
+      shuffle, index ranges across Beam workers): a ``save_to_disk`` directory, a local dataset
+      directory, or a packaged builder over local files — ``from_hf("imagefolder",
+      data_dir="photos/")``, ``from_hf("parquet", data_files="train-*.parquet")``. HF converts it
+      to Arrow once (in its cache) and memory-maps it, so its size does not matter;
+    * **remote data** (a Hub id) is map-style when ``info.splits[split].num_bytes`` from its
+      metadata is known and at most ``eager_max_bytes`` (1 GiB by default), and streamed
+      (`HFStreamingSource`) when it is larger or its size is unknown, so nothing big is
+      downloaded whole by surprise.
+
+    ``streaming=True`` streams local data too (no Arrow conversion; read in order).
+    ``Image`` features come out as the encoded bytes (decode them with
+    `datarax_beam.operators.image.DecodeImage`).
 
     Args:
       name: anything `HFEagerConfig.name` accepts, or a ``Dataset``/``IterableDataset``/
         ``DatasetDict``.
       split: the split.
-      streaming: force the streaming (True) or the eager (False) source.
-      eager_max_bytes: the size threshold of the rule above.
+      streaming: force the streaming (True) or the map-style (False) source.
+      eager_max_bytes: the size threshold for remote data.
       **config_kwargs: other fields of `HFEagerConfig` / `HFStreamingConfig`.
 
     Returns:
       an `HFEagerSource` or an `HFStreamingSource`.
 
     Example:
-      >>> src = from_hf("parquet", data_files={"train": "train.parquet"})  # doctest: +SKIP
+      >>> src = from_hf("imagefolder", data_dir="photos/")  # doctest: +SKIP
+      >>> len(src)  # doctest: +SKIP
+      1200
     """
     dataset = None
     if not isinstance(name, str):
@@ -369,8 +394,11 @@ def from_hf(
     stream_only = ("shuffle_buffer_size", "read_batch_size", "num_shards")
     if streaming is None:
         probe = HFEagerConfig(name=name, split=split, **{k: v for k, v in config_kwargs.items() if k not in stream_only})
-        size = _size_of(probe)
-        streaming = size is None or size > eager_max_bytes
+        if is_local(probe):
+            streaming = False
+        else:
+            size = _remote_size(probe)
+            streaming = size is None or size > eager_max_bytes
     if streaming:
         return HFStreamingSource(HFStreamingConfig(name=name, split=split, **config_kwargs), dataset)
     eager_kwargs = {k: v for k, v in config_kwargs.items() if k not in stream_only}

@@ -294,11 +294,16 @@ def from_tfds(
 ) -> TFDSEagerSource | TFDSStreamingSource:
     """Opens a TFDS split, picking the eager or the streaming source.
 
-    The rule when ``eager`` is None: the split is read eagerly (random access: global shuffle,
-    index-range splitting in Beam) when it is stored in a random-access format (ArrayRecord)
-    and its size recorded in the dataset's metadata (``info.splits[split].num_bytes``) is at
-    most ``eager_max_bytes`` (1 GiB by default). Otherwise it is streamed shard by shard:
-    larger splits, splits whose size is unknown, and TFRecord-only datasets.
+    The rule when ``eager`` is None: the split is read eagerly — a `TFDSEagerSource`: random
+    access, ``len()``, a global shuffle without a buffer, index ranges across Beam workers —
+    when it is stored in a random-access format (ArrayRecord) and its size recorded in the
+    dataset's metadata (``info.splits[split].num_bytes``) is at most ``eager_max_bytes`` (1 GiB
+    by default). Otherwise it is a `TFDSStreamingSource`, read in order shard by shard: larger
+    splits, splits whose size is unknown, and TFRecord-only datasets (which cannot be read by
+    index at all).
+
+    TFDS decodes features itself: images arrive as ``uint8`` arrays (no `DecodeImage` needed),
+    ``Text`` as bytes.
 
     Args:
       name: the TFDS name.

@@ -72,17 +72,32 @@ class Statistics(Mapping[str, Mapping[str, Any]]):
 
 def _to_json_value(v: Any) -> Any:
     if isinstance(v, np.ndarray):
-        return {"dtype": str(v.dtype), "shape": list(v.shape), "values": v.ravel().tolist()}
+        values = v.ravel().tolist()
+        if v.dtype.kind == "f" and not np.isfinite(v).all():  # strict JSON: NaN/inf as strings
+            values = [x if np.isfinite(x) else repr(x) for x in values]
+        return {"dtype": str(v.dtype), "shape": list(v.shape), "values": values}
+    if isinstance(v, np.floating) and not np.isfinite(v):
+        return _to_json_value(np.asarray(v))
     if isinstance(v, np.generic):
         return v.item()
-    if isinstance(v, list):
-        return [x.decode("latin-1") if isinstance(x, bytes) else x for x in v]
+    if isinstance(v, list) and any(isinstance(x, bytes) for x in v):
+        # bytes survive JSON tagged (a vocabulary of bytes must still match bytes offline)
+        if all(isinstance(x, bytes) for x in v):
+            return {"bytes_latin1": [x.decode("latin-1") for x in v]}
+        return {"tagged": [["bytes", x.decode("latin-1")] if isinstance(x, bytes) else ["value", x] for x in v]}
     return v
 
 
 def _from_json_value(key: str, v: Any) -> Any:
     if isinstance(v, dict) and {"dtype", "shape", "values"} <= set(v):
-        return np.asarray(v["values"], dtype=v["dtype"]).reshape(v["shape"])
+        values = v["values"]
+        if np.dtype(v["dtype"]).kind == "f" and any(isinstance(x, str) for x in values):
+            values = [float(x) for x in values]  # "nan", "inf", "-inf"
+        return np.asarray(values, dtype=v["dtype"]).reshape(v["shape"])
+    if isinstance(v, dict) and set(v) == {"bytes_latin1"}:
+        return [x.encode("latin-1") for x in v["bytes_latin1"]]
+    if isinstance(v, dict) and set(v) == {"tagged"}:
+        return [x.encode("latin-1") if tag == "bytes" else x for tag, x in v["tagged"]]
     return v
 
 
@@ -131,12 +146,10 @@ def accumulate(specs: Sequence[StatSpec], columns: Mapping[str, Any]) -> BlockAc
 
 def merge_in_order(blocks: Iterable[tuple[int, BlockAccumulators]]) -> BlockAccumulators:
     """Merges block accumulators in increasing block id (the only order ever used)."""
-    merged: BlockAccumulators | None = None
-    for _, accs in sorted(blocks, key=lambda kv: kv[0]):
-        merged = dict(accs) if merged is None else {k: merged[k].merge(accs[k]) for k in merged}
-    if merged is None:
+    ordered = [accs for _, accs in sorted(blocks, key=lambda kv: kv[0])]
+    if not ordered:
         raise ValueError("Cannot compute statistics over an empty dataset")
-    return merged
+    return {k: FeatureAccumulator.merge_all([accs[k] for accs in ordered]) for k in ordered[0]}
 
 
 def finalize(merged: BlockAccumulators) -> Statistics:

@@ -5,11 +5,18 @@ import pytest
 
 from datarax_beam.core.element import Element
 from datarax_beam.kernels import ChainKernel
-from datarax_beam.operators import ElementOperator, ElementOperatorConfig, OperatorConfig
+from datarax_beam.operators import (
+    ElementOperator,
+    ElementOperatorConfig,
+    HostOperator,
+    OperatorConfig,
+)
 from datarax_beam.operators.statistics import (
+    HostStatisticsOperator,
     Normalize,
     StatisticsOperator,
     VocabularyLookup,
+    analysis_plan,
     bind_statistics,
     statistics_consumers,
 )
@@ -77,3 +84,58 @@ def test_errors():
     bad = StatisticsOperator(OperatorConfig(), fn=lambda e, k, s: 3, statistics=[StatSpec("x")])
     with pytest.raises(TypeError, match="must return an Element, got int"):
         bad.with_statistics({"x": {}})(Element({"x": 1}))
+
+
+# -- analysis plan: one pass for consecutive consumers ------------------------------------------
+def _tabular_chain():
+    return ([VocabularyLookup(c, output=f"{c}_id") for c in ("a", "b", "c")]
+            + [Normalize(f) for f in ("x", "y", "z", "w")])
+
+
+def test_analysis_plan_groups_consumers_that_do_not_write_what_later_ones_analyze():
+    ops = _tabular_chain()
+    plan = analysis_plan(ops)
+    assert [(k, [s.name for s in specs]) for k, specs in plan] == [
+        (0, ["a_vocab", "b_vocab", "c_vocab", "x", "y", "z", "w"])]
+    double = ElementOperator(ElementOperatorConfig(), fn=lambda e, k: e.update_data({"x": e.data["x"] * 2}))
+    # an operator that may write anything starts a new pass; so does a consumer writing an analyzed feature
+    mixed = [Normalize("x", "x1"), Normalize("y"), double, Normalize("x", "x2"), Normalize("x", "x3")]
+    assert [(k, [s.name for s in specs]) for k, specs in analysis_plan(mixed)] == [
+        (0, ["x1", "y"]), (3, ["x2"]), (4, ["x3"])]
+    # given statistics and already bound consumers are not analyzed again, but still lie in between
+    assert [(k, [s.name for s in sp]) for k, sp in analysis_plan(mixed, given={"x1", "x2"})] == [(1, ["y"]), (4, ["x3"])]
+    bound_first = [Normalize("x", "x1").with_statistics({"x1": {"mean": 0.0, "std": 1.0}}), Normalize("y")]
+    assert [(k, [s.name for s in sp]) for k, sp in analysis_plan(bound_first)] == [(1, ["y"])]
+    unknown = StatisticsOperator(OperatorConfig(), fn=lambda e, k, s: e, statistics=[StatSpec("y", name="u")])
+    assert [k for k, _ in analysis_plan([Normalize("x"), unknown, Normalize("z")])] == [0, 2]
+
+
+def test_bind_statistics_computes_a_tabular_chain_in_one_pass():
+    rng = np.random.default_rng(0)
+    data = {**{c: np.array([f"{c}{i % 5}" for i in range(40)], dtype=object) for c in "abc"},
+            **{f: rng.normal(size=40) for f in "xyzw"}}
+    calls = []
+
+    def compute(prefix, specs):
+        calls.append(len(prefix))
+        return compute_over_batches(specs, [(data, np.arange(40))])
+
+    bound, stats = bind_statistics(_tabular_chain(), None, compute)
+    assert calls == [0] and len(stats) == 7 and all(op.is_bound for op in bound)
+    assert stats["a_vocab"]["vocabulary"] == ["a0", "a1", "a2", "a3", "a4"]
+
+
+def test_host_statistics_operator_is_a_host_operator_and_needs_binding():
+    op = HostStatisticsOperator(OperatorConfig(), fn=lambda b, k, s: {**b, "c": b["x"] - s["x"]["mean"]},
+                                statistics=[StatSpec("x")], writes=["c"])
+    assert isinstance(op, HostOperator) and isinstance(op, StatisticsOperator) and op.writes() == {"c"}
+    with pytest.raises(RuntimeError, match="needs statistics \\['x'\\] that were not computed"):
+        op.apply_batch({"x": np.zeros(2)}, None)
+    bound = op.with_statistics({"x": {"mean": np.array(1.0)}})
+    assert bound.apply_batch({"x": np.array([1.0, 3.0])}, None)["c"].tolist() == [0.0, 2.0]
+    assert float(bound(Element({"x": np.float64(4.0)})).data["c"]) == 3.0  # per-record form
+    assert bound.fingerprint() != op.fingerprint()
+    with pytest.raises(TypeError, match="needs `fn`"):
+        HostStatisticsOperator(OperatorConfig(), statistics=[StatSpec("x")])
+    with pytest.raises(TypeError, match="`writes` must be a list of feature names"):
+        HostStatisticsOperator(OperatorConfig(), fn=lambda b, k, s: b, statistics=[StatSpec("x")], writes="c")

@@ -8,6 +8,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # before `datasets` reads its config: never touch the network
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
+import io  # noqa: E402
 import pickle  # noqa: E402
 
 import datasets  # noqa: E402
@@ -17,6 +18,7 @@ import PIL.Image  # noqa: E402
 import pytest  # noqa: E402
 
 from datarax_beam import from_hf as top_level_from_hf  # noqa: E402
+from datarax_beam.operators.image import DecodeImage  # noqa: E402
 from datarax_beam.sources import (  # noqa: E402
     DatasetUnavailableError,
     HFEagerConfig,
@@ -103,7 +105,13 @@ def test_map_style_reads_batches_as_numpy(hub_dir):
     assert src[7]["label"] == 1
 
 
-def test_in_memory_dataset_converts_images_and_arrays():
+def png(value: int, shape=(4, 5, 3)) -> bytes:
+    buf = io.BytesIO()
+    PIL.Image.fromarray(np.full(shape, value, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_in_memory_dataset_gives_image_bytes_and_arrays():
     ds = datasets.Dataset.from_dict(
         {
             "img": [PIL.Image.fromarray(np.full((4, 5, 3), i, np.uint8)) for i in range(6)],
@@ -114,11 +122,49 @@ def test_in_memory_dataset_converts_images_and_arrays():
     )
     for src in (HFEagerSource(dataset=ds), HFStreamingSource(dataset=ds)):
         rec = next(iter(src)).data
-        assert rec["img"].shape == (4, 5, 3) and rec["img"].dtype == np.uint8
+        assert isinstance(rec["img"], bytes) and rec["img"].startswith(b"\x89PNG")  # not decoded
         assert rec["vec"].tolist() == [0, 1] and rec["text"] == "t0"
     batch = HFEagerSource(dataset=ds).get_batch([3, 4])
-    assert batch["img"].shape == (2, 4, 5, 3) and np.all(batch["img"][0] == 3)
+    assert batch["img"].dtype == object and all(isinstance(b, bytes) for b in batch["img"])
+    decoded = DecodeImage("img").apply_batch(batch, None)["img"]
+    assert decoded.shape == (2, 4, 5, 3) and np.all(decoded[0] == 3)
     assert batch["ragged"].dtype == object and batch["ragged"][1].tolist() == [0, 1, 2, 3]
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """An imagefolder layout: train/<label>/<file>, PNG and JPEG, sizes differ."""
+    for label in ("cat", "dog"):
+        (tmp_path / "photos" / "train" / label).mkdir(parents=True)
+    for i in range(6):
+        label = ("cat", "dog")[i % 2]
+        (tmp_path / "photos" / "train" / label / f"{i}.png").write_bytes(png(i * 10, (4 + i, 5, 3)))
+    return tmp_path / "photos"
+
+
+def test_local_imagefolder_is_map_style_with_bytes(image_folder):
+    src = from_hf("imagefolder", data_dir=str(image_folder))
+    assert isinstance(src, HFEagerSource) and len(src) == 6
+    batch = src.get_batch(np.arange(6))
+    assert sorted(batch) == ["image", "label"] and all(b.startswith(b"\x89PNG") for b in batch["image"])
+    images = DecodeImage().apply_batch(batch, None)["image"]
+    assert sorted(int(a[0, 0, 0]) for a in images) == [0, 10, 20, 30, 40, 50]
+    assert sorted(a.shape[0] for a in images) == [4, 5, 6, 7, 8, 9]
+    files = from_hf("imagefolder", data_files={"train": str(image_folder / "train" / "*" / "*.png")})
+    assert isinstance(files, HFEagerSource) and len(files) == 6
+    stream = from_hf("imagefolder", data_dir=str(image_folder), streaming=True)
+    assert isinstance(stream, HFStreamingSource)
+    assert sorted(r["image"] for r in stream.iter_shard(0)) == sorted(batch["image"].tolist())
+
+
+def test_image_bytes_conversion_errors():
+    from datarax_beam.sources._hf_convert import image_bytes
+
+    assert image_bytes({"bytes": b"x", "path": None}, "img") == b"x"
+    with pytest.raises(OSError, match="Image feature 'img': cannot read the image file '/nope.png'"):
+        image_bytes({"bytes": None, "path": "/nope.png"}, "img")
+    with pytest.raises(TypeError, match="Image feature 'img': expected encoded bytes or a path"):
+        image_bytes(3, "img")
 
 
 def test_local_files_and_save_to_disk(tmp_path):
@@ -203,8 +249,13 @@ def test_include_and_exclude_keys(hub_dir):
 
 def test_from_hf_rule(hub_dir):
     assert isinstance(from_hf(str(hub_dir / "glue"), "train", config_name="sst2"), HFEagerSource)
-    big = from_hf(str(hub_dir / "glue"), "train", config_name="sst2", eager_max_bytes=10)
-    assert isinstance(big, HFStreamingSource) and big.n_shards == 2
+    # local data is map-style whatever its size: the threshold is for downloads
+    local = from_hf(str(hub_dir / "glue"), "train", config_name="sst2", eager_max_bytes=10)
+    assert isinstance(local, HFEagerSource) and len(local) == N
+    files = str(hub_dir / "glue" / "sst2" / "train-*.parquet")
+    assert isinstance(from_hf("parquet", data_files=files, eager_max_bytes=10), HFEagerSource)
+    streamed = from_hf(str(hub_dir / "glue"), "train", config_name="sst2", streaming=True)
+    assert isinstance(streamed, HFStreamingSource) and streamed.n_shards == 2
     assert isinstance(from_hf(sst2_like(3)), HFEagerSource)
     assert isinstance(from_hf(sst2_like(3).to_iterable_dataset()), HFStreamingSource)
     assert isinstance(from_hf(datasets.DatasetDict({"test": sst2_like(2)}), "test"), HFEagerSource)
