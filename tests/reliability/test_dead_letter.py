@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -46,8 +48,15 @@ def test_raise_fails_the_job_naming_index_and_stage(tmp_path):
     out = str(tmp_path / "out")
     with pytest.raises(Exception, match=r"Record 17 \(output position 17\) failed in stage 'operators'"):
         materialize(pipeline(Fault(tmp_path / "f", [17])), out, num_shards=2, on_error="raise")
+    with pytest.raises(FileNotFoundError):
+        load_shardset(out)
+    # record 17 is in the first batch, which fixes the schema on the driver: nothing was written
+    assert not os.path.exists(out)
+    with pytest.raises(Exception, match=r"Record 90 \(output position 90\) failed in stage 'operators'"):
+        materialize(pipeline(Fault(tmp_path / "g", [90])), out, num_shards=2, on_error="raise")
     with pytest.raises(FileNotFoundError, match="not a committed shard set"):
         load_shardset(out)
+    assert os.listdir(out) == []  # the failed job removed its temp files and its lock
 
 
 def _nan_at_5(e, k):
@@ -97,7 +106,7 @@ def test_unsupported_python_object_is_a_dead_letter(tmp_path):
     assert read_all(shardset.path)["text"].tolist() == [f"r{i}" for i in range(12) if i != 3]
     (entry,) = errors(shardset.path)
     assert (entry["index"], entry["stage"], entry["error_type"]) == (3, "encode", "SchemaError")
-    assert "unsupported type object" in entry["message"]
+    assert "feature 'text': expected string, got unsupported type object" in entry["message"]
 
 
 def MemorySourceOf(text):
