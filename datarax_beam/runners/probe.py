@@ -155,7 +155,7 @@ def probe_schema(pipeline: Pipeline, order: np.ndarray | None, batch_size: int, 
     if total == tried:
         check_budget(len(failures), total, max_failed_fraction, failures)
         return Schema(())  # every record failed, and the budget allows it: an empty shard set
-    first = "; ".join(describe(e) for e in failures[:3])
+    first = "; ".join(describe(e, short=True) for e in failures[:3])
     raise SchemaProbeFailed(
         f"All {tried} records of the first {PROBE_BATCHES} batches failed (of "
         f"{total if total is not None else 'an unknown number of'} records), so the shard set's "

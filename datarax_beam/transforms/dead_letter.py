@@ -52,7 +52,7 @@ def check_budget(failed: int, total: int, max_failed_fraction: float, examples=(
     with the counts and the first failures (``examples``: dead-letter entries) in the message."""
     if not failed or (total and failed / total <= max_failed_fraction):
         return
-    first = "; ".join(describe(e) for e in list(examples)[:3])
+    first = "; ".join(describe(e, short=True) for e in list(examples)[:3])
     raise FailureBudgetExceeded(
         f"{failed} of {total} records failed ({100 * failed / max(total, 1):.1f}%), more than "
         f"max_failed_fraction={max_failed_fraction} allows; nothing was committed (no "
@@ -91,9 +91,14 @@ def _message(exc: BaseException) -> str:
     return text
 
 
-def describe(entry: Mapping[str, Any]) -> str:
+def describe(entry: Mapping[str, Any], short: bool = False) -> str:
+    """One line about a dead-letter entry (``short``: the message's last 300 characters, where
+    wrapped errors such as XLA callback tracebacks keep the real one)."""
+    message = entry["message"]
+    if short and len(message) > 300:
+        message = "..." + message[-300:]
     return (f"Record {entry['index']} (output position {entry['position']}) failed in stage "
-            f"{entry['stage']!r}: {entry['error_type']}: {entry['message']}")
+            f"{entry['stage']!r}: {entry['error_type']}: {message}")
 
 
 def failure(policy: ErrorPolicy, index: int, position: int, stage: str, exc: BaseException) -> dict:
