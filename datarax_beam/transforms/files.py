@@ -68,14 +68,33 @@ def delete(path: str) -> None:
 
 
 def delete_dir(path: str) -> None:
-    """Deletes a directory with everything under it (object stores: every object under it)."""
-    if is_local(path) or FileSystems.get_filesystem(path).has_dirs():
+    """Deletes a directory with everything under it (object stores: every object under it).
+
+    On a filesystem with directories that globs ``delete``'s paths (as Beam's local one does)
+    and a path holding wildcard characters, the files under it are deleted and the empty
+    directory may remain; nowhere is anything outside ``path`` matched."""
+    if is_local(path):
         delete(path)
         return
+    if not FileSystems.get_filesystem(path).has_dirs():
+        try:
+            FileSystems.delete([path.rstrip("/") + "/"])  # recursive by prefix; no glob
+        except BeamIOError:
+            pass  # nothing was under it
+        return
+    if not FileSystems.exists(path):
+        return
+    wild = bool(_WILDCARD.search(path))
+    if wild:
+        try:
+            FileSystems.delete([literal(path.rstrip("/")) + "/**"])  # where paths are globbed
+        except BeamIOError:
+            pass  # where they are not, no path has that escaped name
     try:
-        FileSystems.delete([path.rstrip("/") + "/"])  # recursive by prefix; no glob
+        FileSystems.delete([path])
     except BeamIOError:
-        pass  # nothing was under it
+        if not wild:
+            raise
 
 
 def mkdirs(path: str) -> None:

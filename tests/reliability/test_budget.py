@@ -16,7 +16,7 @@ from datarax_beam.shards import load_shardset
 from datarax_beam.testing import IteratorSource
 from datarax_beam.transforms import FailureBudgetExceeded
 
-from .helpers import N, Fault, errors, pipeline, shard_bytes, source
+from .helpers import Fault, N, errors, pipeline, shard_bytes, source
 
 
 def _always(e, k):
