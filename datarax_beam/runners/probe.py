@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+from apache_beam.internal import pickler
 
 from datarax_beam.core import columns as cols
 from datarax_beam.core.operator import OperatorModule
@@ -110,7 +111,10 @@ def _bound_on(pipeline: Pipeline, chunk: Chunk, batch_size: int, policy: ErrorPo
             raise _NoRecords(kept.failures)
         return compute_over_batches(specs, [(out, kept.indices)])
 
-    operators, _ = bind_statistics(pipeline.operators, pipeline._given_statistics, provisional)
+    # a copy made as the job's workers get theirs: nothing the probe runs (an operator caching a
+    # table built from the provisional statistics on itself) changes the pipeline's operators
+    own = pickler.loads(pickler.dumps(tuple(pipeline.operators)))
+    operators, _ = bind_statistics(own, pipeline._given_statistics, provisional)
     return operators
 
 
