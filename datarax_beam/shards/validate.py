@@ -189,7 +189,8 @@ FEATURE = Obj({
 SCHEMA = Obj({"codec": Str(enum=(CODEC,)), "features": Arr(FEATURE, max_len=1 << 16)})
 SHARD = Obj({
     "name": Str(max_len=255, pattern=SHARD_NAME,
-                what="a plain file name inside the shard set, like 'data-00000-of-00008.array_record'"),
+                what="a shard name: a plain file name inside the shard set, like "
+                     "'data-00000-of-00008.array_record'"),
     "num_records": Int(0, MAX_COUNT),
     "num_bytes": Int(0, MAX_COUNT),
     "sha256": Str(pattern=re.compile(r"[0-9a-f]{64}"), what="64 lowercase hex digits (SHA-256)"),

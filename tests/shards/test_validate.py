@@ -78,8 +78,8 @@ CASES = [
     (_set(("schema", "features", 1, "ndim"), 1), r"`schema.features\[1\].ndim` must not be set for a 'tensor' feature, got 1"),
     (_set(("schema", "codec"), "datarax_beam.record/v9"), r"`schema.codec` must be one of \['datarax_beam.record/v1'\], got 'datarax_beam.record/v9'"),
     (_set(("shards", 0, "name"), "../victim/data-00000-of-00001.array_record"),
-     r"`shards\[0\].name` must be a plain file name inside the shard set.*got '../victim/data-00000-of-00001.array_record'"),
-    (_set(("shards", 0, "name"), "/etc/data-00000-of-00001.array_record"), r"`shards\[0\].name` must be a plain file name"),
+     r"`shards\[0\].name` must be a shard name: a plain file name inside the shard set.*got '../victim/data-00000-of-00001.array_record'"),
+    (_set(("shards", 0, "name"), "/etc/data-00000-of-00001.array_record"), r"`shards\[0\].name` must be a shard name: a plain file name"),
     (_set(("shards", 1, "name"), "data-00000-of-00002.array_record"), r"`shards\[1\].name` repeats the name of shards\[0\]"),
     (_set(("shards", 0, "sha256"), "XYZ"), r"`shards\[0\].sha256` must be 64 lowercase hex digits \(SHA-256\), got 'XYZ'"),
     (lambda m: m["shards"][0].pop("sha256"), r"`shards\[0\].sha256` is missing"),
@@ -122,7 +122,7 @@ def test_the_train_time_reader_refuses_names_outside_the_set(tmp_path, shard_dir
     victim = tmp_path / "victim"
     write_shardset(str(victim), {"x": np.zeros((4, 2), np.float32)})
     _edit(shard_dir, _set(("shards", 0, "name"), "../victim/data-00000-of-00001.array_record"))
-    with pytest.raises(ShardSetError, match="must be a plain file name"):
+    with pytest.raises(ShardSetError, match="must be a shard name: a plain file name"):
         ArrayRecordSourceModule(shard_dir)
 
 
