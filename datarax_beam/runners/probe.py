@@ -29,6 +29,7 @@ from datarax_beam.core.operator import OperatorModule
 from datarax_beam.dag.order import epoch_records
 from datarax_beam.dag.pipeline import Pipeline
 from datarax_beam.kernels import ChainKernel
+from datarax_beam.kernels.errors import trace_error_operator
 from datarax_beam.operators.statistics import bind_statistics
 from datarax_beam.shards.codec import Schema
 from datarax_beam.shards.fit import infer_schema
@@ -96,7 +97,9 @@ def _apply(operators: Sequence[OperatorModule], chunk: Chunk, batch_size: int,
         return {}, chunk
     try:
         return kernel(chunk.columns, chunk.indices, 0), chunk
-    except Exception:  # noqa: BLE001 - as ApplyOperatorsFn: find the bad records, keep the good ones
+    except Exception as exc:  # noqa: BLE001 - as ApplyOperatorsFn: find the bad records, keep the good ones
+        if trace_error_operator(exc) is not None:
+            raise  # the chain's bug: every record would fail the same way (the job fails too)
         out, good, failures = per_record(lambda c, idx: kernel(c, idx, 0), chunk.columns, chunk.indices,
                                          chunk.positions, "operators", policy)
         return out, keep(chunk, good, failures)
