@@ -18,6 +18,7 @@ each pass (``iter()``) yields the rest of the current epoch (see `datarax_beam.d
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -79,11 +80,31 @@ class DataSourceModule(nnx.Module, pytree=False):
         # Sources hold host data (numpy arrays, file handles): keep them out of pytree checks.
         kwargs.setdefault("pytree", False)
         super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_init(cls.__dict__["__init__"])
 
     def __init__(self, config: Any = None, *, name: str | None = None, rngs: nnx.Rngs | None = None):
         self.config = config
         self.name = name or type(self).__name__
         self.rngs = rngs
+        _record_init(self)
+
+    # -- what travels with a source ----------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """What a pickled source carries (to Beam workers): the attributes its
+        constructor set, with their current values (configuration, handles that reopen lazily,
+        cursor variables). Attributes created later — caches a method stores on ``self`` or in
+        ``self.__dict__`` — stay behind; the method that created them creates them again.
+
+        So the data a custom source caches while the driver reads it (the first batch that fixes
+        the schema, its length) is not shipped with the job. Keep a cache out of what travels by
+        creating it outside ``__init__`` (``self.__dict__.setdefault("_cache", {})``).
+        """
+        state = super().__getstate__()
+        keys = state.get(_INIT_KEYS)
+        if keys is None:  # an instance built without running __init__ (unpickled, copied)
+            return state
+        return {k: v for k, v in state.items() if k in keys}
 
     def __iter__(self) -> Iterator[Any]:
         return self
@@ -112,6 +133,25 @@ class DataSourceModule(nnx.Module, pytree=False):
     def fingerprint(self) -> str:
         """A string that changes when the source's content or order changes."""
         return f"{type(self).__name__}:{self.name}"
+
+
+_INIT_KEYS = "_source_init_keys"
+
+
+def _record_init(source: DataSourceModule) -> None:
+    """Remembers which attributes exist once construction is done (the outermost ``__init__``
+    finishes last, so its record is the final one)."""
+    attributes = vars(source)
+    attributes[_INIT_KEYS] = frozenset(attributes) | {_INIT_KEYS}
+
+
+def _recording_init(init):
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        _record_init(self)
+
+    return __init__
 
 
 class RandomAccessSource(DataSourceModule):

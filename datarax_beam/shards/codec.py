@@ -27,6 +27,20 @@ KINDS = ("tensor", "ragged", "string", "bytes")
 _U32 = struct.Struct("<I")
 
 
+class _Missing:
+    """The value of a feature a record does not have (an operator dropped it for this record)."""
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __reduce__(self):
+        return "MISSING"  # unpickles to this module's singleton
+
+
+#: Placeholder in an object column for a record without that feature (see `fit`).
+MISSING = _Missing()
+
+
 class SchemaError(ValueError):
     """A record or batch does not match the schema (names the feature and the values)."""
 
@@ -46,6 +60,10 @@ class FeatureSpec:
     ndim: int | None = None
 
     def __post_init__(self):
+        if self.dtype is not None and not isinstance(self.dtype, str):  # np.float32, np.dtype(...)
+            object.__setattr__(self, "dtype", _dtype_name(np.dtype(self.dtype)))
+        if self.shape is not None and not isinstance(self.shape, tuple):
+            object.__setattr__(self, "shape", tuple(self.shape))
         if self.kind not in KINDS:
             raise SchemaError(f"Feature {self.name!r} has unknown kind {self.kind!r}; expected one of {KINDS}")
 
@@ -121,7 +139,7 @@ class Schema:
         for a, b in zip(self.features, other.features, strict=True):
             if a != b:
                 raise SchemaError(
-                    f"Feature {a.name!r} changes between records: {_describe(a)} vs {_describe(b)}"
+                    f"Feature {a.name!r} changes between records: {describe_spec(a)} vs {describe_spec(b)}"
                 )
         return self
 
@@ -138,7 +156,8 @@ class Schema:
         return cls(tuple(FeatureSpec.from_json(f) for f in d.get("features", [])), codec=codec)
 
 
-def _describe(f: FeatureSpec) -> str:
+def describe_spec(f: FeatureSpec) -> str:
+    """``<f4[2]``, ``ragged <i8 ndim=1``, ``string``, ``bytes``."""
     if f.kind == "tensor":
         return f"{f.dtype}{list(f.shape)}"
     if f.kind == "ragged":
@@ -165,11 +184,24 @@ def _infer_feature(name: str, column: Any) -> FeatureSpec:
         raise SchemaError(
             f"Feature {name!r} mixes dtypes {sorted(map(str, dtypes))} or ranks {sorted(ndims)} across records"
         )
-    bad = next(v for v in values if not isinstance(v, (str, bytes, np.ndarray)))
-    raise SchemaError(
-        f"Feature {name!r} has a value of unsupported type {type(bad).__name__}: {bad!r:.80}; "
-        f"expected numeric arrays, str or bytes"
-    )
+    kinds = sorted({describe_value(v) for v in values})
+    raise SchemaError(f"Feature {name!r} mixes values of different types across records: {kinds[:4]}; "
+                      f"expected all numeric arrays, all str or all bytes")
+
+
+def describe_value(value: Any) -> str:
+    """A short description of one record's value, for error messages (``<f4[2]``, ``str``)."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in cols.NUMERIC_KINDS:
+        return f"{_dtype_name(value.dtype)}{list(value.shape)}"
+    if isinstance(value, np.generic) and value.dtype.kind in cols.NUMERIC_KINDS:
+        return f"{_dtype_name(value.dtype)}[]"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "bytes"
+    if value is MISSING:
+        return "nothing (the feature is missing)"
+    return f"unsupported type {type(value).__name__}"
 
 
 def _dtype_name(dtype: np.dtype) -> str:
@@ -191,11 +223,10 @@ def encode_batch(schema: Schema, batch: Mapping[str, Any]) -> list[bytes]:
     parts = []
     for f in schema.tensors:
         col = np.asarray(batch[f.name])
-        if col.dtype.kind not in cols.NUMERIC_KINDS or tuple(col.shape[1:]) != f.shape:
-            raise SchemaError(
-                f"Feature {f.name!r}: expected {_describe(f)} per record, got "
-                f"{col.dtype}{list(col.shape[1:])}"
-            )
+        if (col.dtype.kind not in cols.NUMERIC_KINDS or tuple(col.shape[1:]) != f.shape
+                or _le(col.dtype) != _le(f.dtype)):  # no silent casts: data keeps its dtype
+            got = f"{_dtype_name(col.dtype)}{list(col.shape[1:])}" if col.dtype != object else "mixed values"
+            raise SchemaError(f"Feature {f.name!r}: expected {describe_spec(f)} per record, got {got}")
         col = np.ascontiguousarray(col, dtype=_le(f.dtype))
         parts.append(col.reshape(n, -1).view(np.uint8))
     fixed = np.concatenate(parts, axis=1) if len(parts) > 1 else (parts[0] if parts else None)
@@ -212,17 +243,17 @@ def encode_batch(schema: Schema, batch: Mapping[str, Any]) -> list[bytes]:
 def _encode_var(f: FeatureSpec, value: Any) -> bytes:
     if f.kind == "string":
         if not isinstance(value, str):
-            raise SchemaError(f"Feature {f.name!r}: expected str, got {type(value).__name__}")
+            raise SchemaError(f"Feature {f.name!r}: expected str, got {describe_value(value)}")
         raw = value.encode("utf-8")
         return _U32.pack(len(raw)) + raw
     if f.kind == "bytes":
         if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise SchemaError(f"Feature {f.name!r}: expected bytes, got {type(value).__name__}")
+            raise SchemaError(f"Feature {f.name!r}: expected bytes, got {describe_value(value)}")
         raw = bytes(value)
         return _U32.pack(len(raw)) + raw
-    arr = np.asarray(value)
-    if arr.dtype.kind not in cols.NUMERIC_KINDS or arr.ndim != f.ndim:
-        raise SchemaError(f"Feature {f.name!r}: expected {_describe(f)}, got {arr.dtype} ndim={arr.ndim}")
+    arr = np.asarray(value) if isinstance(value, (np.ndarray, np.generic)) else None
+    if arr is None or arr.dtype.kind not in cols.NUMERIC_KINDS or arr.ndim != f.ndim or _le(arr.dtype) != _le(f.dtype):
+        raise SchemaError(f"Feature {f.name!r}: expected {describe_spec(f)}, got {describe_value(value)}")
     arr = np.ascontiguousarray(arr, dtype=_le(f.dtype))
     return struct.pack(f"<I{arr.ndim}I", arr.ndim, *arr.shape) + arr.tobytes()
 

@@ -12,19 +12,36 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from datarax_beam.shards.codec import Schema, SchemaError
+from datarax_beam.shards.codec import Schema
+from datarax_beam.shards.validate import (
+    COMPRESSIONS,
+    FORMAT,
+    FORMAT_VERSION,
+    ShardSetError,
+    validate_shardset,
+)
 from datarax_beam.statistics.analyzer import Statistics
 
 SHARDSET_FILE = "shardset.json"
 ERRORS_DIR = "errors"
-FORMAT = "datarax_beam.shardset"
-FORMAT_VERSION = 1
-COMPRESSIONS = ("zstd", "brotli", "snappy", "uncompressed")
+#: Largest ``shardset.json`` read (statistics with big vocabularies stay far below).
+MAX_SHARDSET_BYTES = 256 << 20
+
+__all__ = ["COMPRESSIONS", "ERRORS_DIR", "FORMAT", "FORMAT_VERSION", "SHARDSET_FILE", "ShardInfo",
+           "ShardSet", "ShardSetError", "errors_name", "join", "load_shardset", "shard_name",
+           "writer_options"]
 
 
-def shard_name(index: int, count: int) -> str:
-    """``data-00000-of-00008.array_record``."""
-    return f"data-{index:05d}-of-{count:05d}.array_record"
+def shard_name(index: int, count: int, tag: str | None = None) -> str:
+    """``data-00000-of-00008.array_record`` (``tag``: ``data-00000-of-00008-<tag>.array_record``,
+    the name a job uses where the set it replaces still holds the plain name)."""
+    return f"data-{index:05d}-of-{count:05d}{'' if tag is None else '-' + tag}.array_record"
+
+
+def errors_name(shard: str) -> str:
+    """The dead-letter file of shard file ``shard`` (inside ``errors/``):
+    ``data-00000-of-00008.array_record`` -> ``errors-00000-of-00008.jsonl``."""
+    return "errors-" + shard[len("data-"):-len(".array_record")] + ".jsonl"
 
 
 def writer_options(compression: str, group_size: int = 1) -> str:
@@ -45,14 +62,16 @@ def join(directory: str, name: str) -> str:
 class ShardInfo:
     """One shard file: its plain file name inside the set, record count, size and content hash.
 
-    ``sha256`` is the hex SHA-256 of the whole file (None only in sets written before it was
-    recorded); readers key caches on it and verify it when they first open the file.
+    ``sha256`` is the hex SHA-256 of the whole file; readers key caches on it and verify it when
+    they first open the file. ``num_failed`` records of this shard's planned range went to the
+    dead-letter file ``errors/<errors_name(name)>`` instead.
     """
 
     name: str
     num_records: int
     num_bytes: int
     sha256: str | None = None
+    num_failed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +87,8 @@ class ShardSet:
       num_failed: records that went to the dead-letter output instead of the shards.
       statistics: full-pass statistics (`Statistics`), when the chain used any.
       versions: library versions of the writer.
-      job_id: a unique id of the job that committed this set (a rerun gets a new one).
+      job_id: a unique id (32 hex digits) of the job that committed this set; a rerun gets a
+        new one.
     """
 
     path: str
@@ -96,6 +116,12 @@ class ShardSet:
     def shard_paths(self) -> list[str]:
         return [join(self.path, s.name) for s in self.shards]
 
+    @property
+    def error_paths(self) -> list[str]:
+        """The dead-letter files (JSON lines, see ``docs/reliability.md``), one per shard with
+        failed records."""
+        return [join(join(self.path, ERRORS_DIR), errors_name(s.name)) for s in self.shards if s.num_failed]
+
     def __len__(self) -> int:
         return self.num_records
 
@@ -118,46 +144,58 @@ class ShardSet:
             **({"extra": dict(self.extra)} if self.extra else {}),
         }
 
+    def validate(self) -> ShardSet:
+        """Checks this set against the format (as a reader will); returns it. Writers call this
+        before committing, so nothing is committed that a reader would refuse."""
+        validate_shardset(json.loads(self.dumps()), join(self.path, SHARDSET_FILE))
+        return self
+
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=False)
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any], path: str) -> ShardSet:
-        if d.get("format") != FORMAT:
-            raise SchemaError(f"{join(path, SHARDSET_FILE)} is not a datarax_beam shard set (format={d.get('format')!r})")
-        version = d.get("format_version")
-        if version != FORMAT_VERSION:
-            raise SchemaError(
-                f"{join(path, SHARDSET_FILE)} has format_version {version!r}; this version of "
-                f"datarax_beam reads {FORMAT_VERSION}"
-            )
+        """Builds a `ShardSet` from parsed ``shardset.json``, validated whole first (see
+        `datarax_beam.shards.validate`): a bad field raises `ShardSetError` naming it."""
+        where = join(path, SHARDSET_FILE)
+        validate_shardset(d, where)
+        statistics = None
+        if d["statistics"]:
+            try:
+                statistics = Statistics.from_json(d["statistics"])
+            except (TypeError, ValueError, KeyError) as e:
+                raise ShardSetError(f"{where}: `statistics` cannot be read: {type(e).__name__}: {e}") from None
         return cls(
             path=path,
-            shards=tuple(ShardInfo(str(s["name"]), int(s["num_records"]), int(s["num_bytes"]), s.get("sha256"))
+            shards=tuple(ShardInfo(s["name"], s["num_records"], s["num_bytes"], s["sha256"], s["num_failed"])
                          for s in d["shards"]),
             schema=Schema.from_json(d["schema"]),
-            compression=d.get("compression", "zstd"),
-            seed=int(d.get("seed", 0)),
-            shuffle=bool(d.get("shuffle", False)),
-            fingerprint=str(d.get("fingerprint", "")),
-            num_failed=int(d.get("num_failed", 0)),
-            statistics=Statistics.from_json(d["statistics"]) if d.get("statistics") else None,
-            versions=d.get("versions", {}),
-            extra=d.get("extra", {}),
-            job_id=d.get("job_id"),
+            compression=d["compression"],
+            seed=d["seed"],
+            shuffle=d["shuffle"],
+            fingerprint=d["fingerprint"],
+            num_failed=d["num_failed"],
+            statistics=statistics,
+            versions=dict(d["versions"]),
+            extra=dict(d.get("extra", {})),
+            job_id=d["job_id"],
         )
 
     @classmethod
     def loads(cls, text: str | bytes, path: str) -> ShardSet:
-        """Parses ``shardset.json``: JSON only, never unpickled or evaluated."""
+        """Parses and validates ``shardset.json``: JSON only, never unpickled or evaluated."""
+        where = join(path, SHARDSET_FILE)
+        if len(text) > MAX_SHARDSET_BYTES:
+            raise ShardSetError(f"{where} has {len(text)} bytes; a shard set's metadata is at most "
+                                f"{MAX_SHARDSET_BYTES}")
         try:
             if isinstance(text, bytes):
                 text = text.decode("utf-8")
             d = json.loads(text)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise SchemaError(f"{join(path, SHARDSET_FILE)} is not valid JSON: {e}") from None
-        if not isinstance(d, dict):
-            raise SchemaError(f"{join(path, SHARDSET_FILE)} must hold a JSON object, got {type(d).__name__}")
+            raise ShardSetError(f"{where} is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ShardSetError(f"{where} is not valid shard-set JSON: it nests too deeply") from None
         return cls.from_json(d, path)
 
 

@@ -7,12 +7,14 @@ The Beam writer (`datarax_beam.transforms`) and the benchmarks' hand-written bas
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from datarax_beam.core import columns as cols
+from datarax_beam.shards.checksum import sha256_file
 from datarax_beam.shards.codec import Schema, encode_batch
 from datarax_beam.shards.shardset import (
     SHARDSET_FILE,
@@ -66,18 +68,21 @@ def write_shardset(
         name = shard_name(i, num_shards)
         tmp = os.path.join(directory, f".tmp-{name}")
         count, size = write_shard_file(tmp, records, compression)
+        digest = sha256_file(tmp)
         os.replace(tmp, os.path.join(directory, name))
-        infos.append(ShardInfo(name, count, size))
+        infos.append(ShardInfo(name, count, size, digest))
     shardset = ShardSet(
         path=directory, shards=tuple(infos), schema=schema, compression=compression, seed=seed,
         fingerprint=fingerprint, statistics=statistics, versions={"datarax_beam": __version__},
+        job_id=uuid.uuid4().hex,
     )
     commit(shardset)
     return shardset
 
 
 def commit(shardset: ShardSet) -> None:
-    """Writes ``shardset.json`` (atomically, last) to a local directory."""
+    """Validates ``shardset`` and writes ``shardset.json`` (atomically, last) to a local directory."""
+    shardset.validate()
     path = os.path.join(shardset.path, SHARDSET_FILE)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

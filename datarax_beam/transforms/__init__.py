@@ -1,6 +1,8 @@
 """Apache Beam transforms: readers per source kind, the operator DoFn, the shard writer."""
 
-from datarax_beam.transforms.commit import Commit, FinalizeShardsFn, PartInfo
+from datarax_beam.transforms.commit import Commit, FinalizeShardsFn, PartInfo, plan_names
+from datarax_beam.transforms.dead_letter import FailureBudgetExceeded
+from datarax_beam.transforms.lock import OutputDirLocked
 from datarax_beam.transforms.operators import ApplyOperators, ApplyOperatorsFn
 from datarax_beam.transforms.readers import (
     NAMESPACE,
@@ -20,8 +22,10 @@ __all__ = [
     "ApplyOperatorsFn",
     "Chunk",
     "Commit",
+    "FailureBudgetExceeded",
     "FinalizeShardsFn",
     "IndexReader",
+    "OutputDirLocked",
     "PartInfo",
     "ReadIndexRanges",
     "ReadSequential",
@@ -31,6 +35,7 @@ __all__ = [
     "WriteShards",
     "index_reader",
     "output_permutation",
+    "plan_names",
     "plan_tasks",
     "stage_memory_source",
 ]

@@ -1,8 +1,23 @@
 """Committing a shard set: temp parts -> final shard names -> ``shardset.json`` (written last).
 
-Everything goes through Beam's `FileSystems`, so the same code commits to local disk, gs://,
-s3:// or a scheme registered by tests. ``shardset.json`` is the commit marker: a directory
-without it is not a shard set, whatever else it holds.
+`FinalizeShardsFn` receives every `PartInfo` once and, in order:
+
+1. keeps exactly one part per planned range of output positions (retried bundles' twins are
+   dropped) and checks that every planned position is covered once, written or dead-lettered;
+2. applies the failure budget: past ``max_failed_fraction`` it raises with the counts, before
+   anything in the output directory changes;
+3. checks the output directory's lock is still this job's (`lock.check`);
+4. renames each shard's part to its final name (a rename that already happened on a retry is not
+   an error; a shard split over several parts is joined) and writes its dead letters;
+5. checks the lock again and writes ``shardset.json`` — the commit marker — validated exactly as
+   a reader will validate it;
+6. deletes the files of the set it replaced (``overwrite=True``) and its temp directory.
+
+The final names never collide with the files of the set being replaced (`plan_names`), so that
+set stays complete and readable until step 5 replaces its ``shardset.json`` (atomically on local
+disk; object stores replace an object whole). Everything goes through Beam's `FileSystems`,
+without globbing any path (`files`), so the same code commits to local disk, gs://, s3:// or a
+scheme registered by tests.
 """
 
 from __future__ import annotations
@@ -14,26 +29,22 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from datarax_beam.shards import shardset as ss
-from datarax_beam.shards.codec import Schema
+from datarax_beam.shards.checksum import sha256_file
+from datarax_beam.shards.codec import Schema, SchemaError
 from datarax_beam.shards.shardset import ERRORS_DIR, SHARDSET_FILE, ShardInfo, ShardSet
-from datarax_beam.transforms import dead_letter, reconcile
-from datarax_beam.transforms.dead_letter import ErrorPolicy
-from datarax_beam.transforms.readers import NAMESPACE
+from datarax_beam.transforms import dead_letter, files, lock
 
-TMP_PREFIX = ".datarax-tmp-"
+TMP_PREFIX = lock.TMP_PREFIX
 
 
 class PartInfo(NamedTuple):
     """One written temp file: output positions ``[start, stop)`` of ``shard``.
 
     ``num_failed`` of those positions failed: the file holds the other records, in order, and
-    ``errors`` (a JSON-lines temp file) holds the failed ones' dead-letter entries.
-    ``index_path`` (a temp ``.npy``) has the written records' source indices when the commit
-    cannot derive them from the position.
+    ``errors`` (a JSON-lines temp file) holds the failed ones' dead-letter entries. ``sha256`` is
+    the hex SHA-256 of the file.
     """
 
     shard: int
@@ -41,10 +52,9 @@ class PartInfo(NamedTuple):
     stop: int
     path: str
     num_bytes: int
-    schema: dict | None
+    sha256: str
     num_failed: int = 0
     errors: str | None = None
-    index_path: str | None = None
 
     @property
     def num_written(self) -> int:
@@ -52,7 +62,18 @@ class PartInfo(NamedTuple):
 
 
 class Commit(NamedTuple):
-    """What the finalize step needs besides the parts (all small and JSON-able)."""
+    """What the writers and the finalize step need besides the parts (all small and JSON-able).
+
+    Attributes:
+      schema: the shard set's record schema (`Schema.to_json`), fixed before the job writes.
+      schema_note: appended to the message of each record that does not fit it.
+      job_id: this job's id (32 hex digits), recorded in ``shardset.json``.
+      locked: check at commit that the output directory's lock is still ``job_id``'s (off only
+        in tests of this step alone).
+      shard_names: the final file name of each shard (`plan_names`).
+      replaced: paths of the committed set this job replaces, deleted once it has committed.
+      max_failed_fraction: the failure budget (see `dead_letter.check_budget`).
+    """
 
     output_dir: str
     tmp_dir: str
@@ -64,46 +85,69 @@ class Commit(NamedTuple):
     versions: dict
     extra: dict
     shard_sizes: tuple[int, ...] | None  # expected records per shard, when known up front
+    schema: dict | None = None
     statistics: dict | None = None  # full-pass statistics (JSON form) the chain used
     on_error: str = "dead_letter"
-    order_path: str | None = None  # staged source indices in output order (None: identity)
+    job_id: str = ""
+    shard_names: tuple[str, ...] = ()
+    replaced: tuple[str, ...] = ()
+    max_failed_fraction: float = dead_letter.MAX_FAILED_FRACTION
+    schema_note: str = ""
+    locked: bool = True
+
+    def name(self, shard: int) -> str:
+        return self.shard_names[shard] if self.shard_names else ss.shard_name(shard, self.num_shards)
+
+
+def plan_names(num_shards: int, replacing: ShardSet | None, tag: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(final shard names, paths of ``replacing`` to delete after the commit).
+
+    A shard is named ``data-SSSSS-of-NNNNN.array_record`` unless the set being replaced holds
+    that name; then ``data-SSSSS-of-NNNNN-<tag>.array_record``. So the old set's files are never
+    overwritten before the new ``shardset.json`` is in place."""
+    taken = {s.name for s in replacing.shards} if replacing is not None else set()
+    names = tuple(ss.shard_name(i, num_shards) if ss.shard_name(i, num_shards) not in taken
+                  else ss.shard_name(i, num_shards, tag) for i in range(num_shards))
+    replaced = () if replacing is None else tuple(replacing.shard_paths + replacing.error_paths)
+    return names, replaced
+
+
+def errors_path(output_dir: str, shard_file: str) -> str:
+    return ss.join(ss.join(output_dir, ERRORS_DIR), ss.errors_name(shard_file))
 
 
 def _local_copy(path: str) -> tuple[str, str | None]:
-    if "://" not in path:
+    if files.is_local(path):
         return path, None
     tmp = tempfile.mkdtemp(prefix="datarax-fin-")
     local = os.path.join(tmp, "part")
-    with FileSystems.open(path) as src, open(local, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 22)
+    files.download(path, local)
     return local, tmp
 
 
-def _write_local_then_put(dest: str, records: Iterable[bytes], compression: str) -> int:
+def _write_local_then_put(dest: str, records: Iterable[bytes], compression: str) -> tuple[int, str]:
+    """Writes a shard file locally, then to ``dest``; returns (size, sha256)."""
     from datarax_beam.shards.writer import write_shard_file
 
     tmp = tempfile.mkdtemp(prefix="datarax-fin-")
     try:
         local = os.path.join(tmp, "shard")
         _, size = write_shard_file(local, records, compression)
-        with open(local, "rb") as src, FileSystems.create(dest) as dst:
-            shutil.copyfileobj(src, dst, 1 << 22)
-        return size
+        digest = sha256_file(local)
+        files.upload(local, dest + ".tmp" if files.is_local(dest) else dest)
+        if files.is_local(dest):
+            os.replace(dest + ".tmp", dest)
+        return size, digest
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _concat(parts: list[PartInfo], dest: str, compression: str,
-            replaced: dict[str, list[bytes]] | None = None) -> int:
-    """Rewrites a shard's parts as one file (a runner split the shard over bundles, or the
-    schema check replaced some parts' records: ``replaced[path]``)."""
+def _concat(parts: list[PartInfo], dest: str, compression: str) -> tuple[int, str]:
+    """Rewrites a shard's parts as one file (a runner split the shard over bundles)."""
     from array_record.python.array_record_module import ArrayRecordReader
 
     def records():
         for part in parts:
-            if replaced and part.path in replaced:
-                yield from replaced[part.path]
-                continue
             local, tmp = _local_copy(part.path)
             reader = ArrayRecordReader(local)
             try:
@@ -136,23 +180,16 @@ def _shard_parts(parts: list[PartInfo], shard: int, start: int, stop: int) -> li
     return chosen
 
 
+def read_entries(path: str | None) -> list[dict]:
+    return [] if path is None else dead_letter.loads(files.read_bytes(path))
+
+
 #: Test-only fault injection: called after the shards are renamed, before ``shardset.json``.
 _before_marker = None
 
 
 def finalize(parts: Iterable[PartInfo], commit: Commit) -> ShardSet:
-    return _finalize(parts, commit)[0]
-
-
-def _finalize(parts: Iterable[PartInfo], commit: Commit) -> tuple[ShardSet, int]:
-    """`finalize`, plus the number of records the schema check failed.
-
-    Renames parts to final shard names, writes dead letters to ``errors/``, writes
-    ``shardset.json`` last, removes temp files.
-
-    Every planned output position must be covered exactly once by the parts kept (duplicates
-    from retried bundles are dropped): by a written record or by a failed record's entry.
-    """
+    """Commits the parts (see the module docstring); returns the committed `ShardSet`."""
     parts = [PartInfo(*p) for p in parts]
     per_shard: dict[int, list[PartInfo]] = {i: [] for i in range(commit.num_shards)}
     for p in parts:
@@ -167,80 +204,63 @@ def _finalize(parts: Iterable[PartInfo], commit: Commit) -> tuple[ShardSet, int]
     for shard in range(commit.num_shards):
         chosen_by_shard[shard] = _shard_parts(per_shard[shard], shard, start, start + sizes[shard])
         start += sizes[shard]
-    chosen_all = [p for ps in chosen_by_shard.values() for p in ps]
-    policy = ErrorPolicy(commit.on_error, source=commit.extra.get("source_info"))
-    replaced, schema_failures = reconcile.violations(chosen_all, commit, policy)
-    schema: Schema | None = None
-    infos, num_failed = [], 0
+
+    failed = sum(p.num_failed for ps in chosen_by_shard.values() for p in ps)
+    if failed:
+        with_errors = [p for ps in chosen_by_shard.values() for p in ps if p.errors][:3]
+        examples = sorted((e for p in with_errors for e in read_entries(p.errors)), key=lambda e: e["position"])
+        dead_letter.check_budget(failed, sum(sizes), commit.max_failed_fraction, examples)
+    if commit.locked:
+        lock.check(commit.output_dir, commit.job_id)
+
+    infos = []
     for shard in range(commit.num_shards):
         chosen = chosen_by_shard[shard]
-        failures = [e for p in chosen for e in reconcile.read_entries(p.errors)]
-        failures += schema_failures.get(shard, [])
-        if failures:
-            write_errors(commit.output_dir, shard, commit.num_shards, failures)
-            num_failed += len(failures)
-        name = ss.shard_name(shard, commit.num_shards)
+        name = commit.name(shard)
         dest = ss.join(commit.output_dir, name)
-        for p in chosen:
-            if p.schema is not None and p.path not in replaced:
-                s = Schema.from_json(p.schema)
-                schema = s if schema is None else schema.merge(s)
-        written = sum(len(replaced[p.path]) if p.path in replaced else p.num_written for p in chosen)
-        if any(p.path in replaced for p in chosen):  # rewritten without the misfits
-            size = _concat(chosen, dest, commit.compression, replaced)
-        elif len(chosen) == 1:
-            if FileSystems.exists(chosen[0].path) or not FileSystems.exists(dest):
-                FileSystems.rename([chosen[0].path], [dest])
-            size = chosen[0].num_bytes
+        failures = [e for p in chosen for e in read_entries(p.errors)]
+        if failures:
+            write_errors(commit.output_dir, name, failures)
+        if len(chosen) == 1:
+            part = chosen[0]
+            if files.exists(part.path) or not files.exists(dest):  # else: renamed by an earlier try
+                files.rename(part.path, dest)
+            size, digest = part.num_bytes, part.sha256
         elif chosen:
-            size = _concat(chosen, dest, commit.compression)
+            size, digest = _concat(chosen, dest, commit.compression)
         else:
-            size = _write_local_then_put(dest, [], commit.compression)
-        infos.append(ShardInfo(name, written, size))
+            size, digest = _write_local_then_put(dest, [], commit.compression)
+        infos.append(ShardInfo(name, sum(p.num_written for p in chosen), size, digest, len(failures)))
     shardset = ShardSet(
-        path=commit.output_dir, shards=tuple(infos), schema=schema or Schema(()),
+        path=commit.output_dir, shards=tuple(infos), schema=Schema.from_json(commit.schema),
         compression=commit.compression, seed=commit.seed, shuffle=commit.shuffle,
-        fingerprint=commit.fingerprint, num_failed=num_failed, statistics=commit.statistics,
-        versions=commit.versions, extra=commit.extra,
-    )
+        fingerprint=commit.fingerprint, num_failed=failed, statistics=commit.statistics,
+        versions=commit.versions, extra=commit.extra, job_id=commit.job_id,
+    ).validate()
     if _before_marker is not None:
         _before_marker(shardset)
+    if commit.locked:
+        lock.check(commit.output_dir, commit.job_id)
     write_marker(shardset)
-    remove(commit.tmp_dir)
-    return shardset, sum(map(len, schema_failures.values()))
+    keep = set(shardset.shard_paths + shardset.error_paths)
+    for path in commit.replaced:
+        if path not in keep:
+            files.delete(path)
+    files.delete_dir(commit.tmp_dir)
+    return shardset
 
 
-def errors_name(shard: int, num_shards: int) -> str:
-    return f"errors-{shard:05d}-of-{num_shards:05d}.jsonl"
-
-
-def write_errors(output_dir: str, shard: int, num_shards: int, entries: list[dict]) -> None:
-    """``output_dir/errors/errors-SSSSS-of-NNNNN.jsonl``: one JSON object per failed record."""
-    directory = ss.join(output_dir, ERRORS_DIR)
-    if not FileSystems.exists(directory):
-        FileSystems.mkdirs(directory)
+def write_errors(output_dir: str, shard_file: str, entries: list[dict]) -> None:
+    """``errors/errors-...jsonl`` of one shard: one JSON object per failed record, sorted by
+    position (``docs/reliability.md``)."""
+    files.mkdirs(ss.join(output_dir, ERRORS_DIR))
     data = dead_letter.dumps(sorted(entries, key=lambda e: e["position"]))
-    with FileSystems.create(ss.join(directory, errors_name(shard, num_shards))) as f:
-        f.write(data)
+    files.write_bytes(errors_path(output_dir, shard_file), data)
 
 
 def write_marker(shardset: ShardSet) -> None:
     """Writes ``shardset.json`` (atomically on local disk: temp file + rename)."""
-    path = ss.join(shardset.path, SHARDSET_FILE)
-    data = shardset.dumps().encode("utf-8")
-    if "://" in path:
-        with FileSystems.create(path) as f:
-            f.write(data)
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
-def remove(path: str) -> None:
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
+    files.write_bytes(ss.join(shardset.path, SHARDSET_FILE), shardset.dumps().encode("utf-8"))
 
 
 class FinalizeShardsFn(beam.DoFn):
@@ -248,49 +268,33 @@ class FinalizeShardsFn(beam.DoFn):
 
     def __init__(self, commit: Commit):
         self._commit = commit
-        self._failed = Metrics.counter(NAMESPACE, "records_failed")
 
     def process(self, parts, statistics: dict | None = None):
         commit = self._commit
         if statistics:
             commit = commit._replace(statistics=statistics)
-        shardset, schema_failed = _finalize(parts, commit)
-        self._failed.inc(schema_failed)  # writers counted the other failures
-        yield shardset.dumps()
+        yield finalize(parts, commit).dumps()
 
 
 def is_committed(output_dir: str) -> bool:
-    return FileSystems.exists(ss.join(output_dir, SHARDSET_FILE))
+    return files.exists(ss.join(output_dir, SHARDSET_FILE))
 
 
 def read_committed(output_dir: str) -> ShardSet:
-    with FileSystems.open(ss.join(output_dir, SHARDSET_FILE)) as f:
-        return ShardSet.loads(f.read(), output_dir)
+    return ShardSet.loads(files.read_bytes(ss.join(output_dir, SHARDSET_FILE)), output_dir)
 
 
-def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Refuses a committed directory unless ``overwrite``; then un-commits it and clears our files.
+def committed_or_none(output_dir: str) -> ShardSet | None:
+    """The committed set in ``output_dir``; None when there is none or it cannot be read (then
+    none of its files is known, and none is kept)."""
+    if not is_committed(output_dir):
+        return None
+    try:
+        return read_committed(output_dir)
+    except (SchemaError, OSError):
+        return None
 
-    The marker is removed first, so a job that fails after this point leaves no committed set.
-    """
-    if is_committed(output_dir):
-        if not overwrite:
-            raise FileExistsError(
-                f"{output_dir!r} already holds a committed shard set ({SHARDSET_FILE}); pass "
-                f"overwrite=True to replace it"
-            )
-        remove(ss.join(output_dir, SHARDSET_FILE))
-    if not FileSystems.exists(output_dir):
-        FileSystems.mkdirs(output_dir)
-        return
-    prefix = ss.join(output_dir, "")
-    patterns = [prefix + "data-*-of-*.array_record", prefix + TMP_PREFIX + "*/**",
-                ss.join(ss.join(output_dir, ERRORS_DIR), "errors-*-of-*.jsonl")]
-    stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
-    if stale:
-        FileSystems.delete(stale)
-    # a dead job's temp directory (its files are gone now; local disks keep the directories)
-    tmp_dirs = {prefix + p[len(prefix):].split("/")[0] for p in stale if p[len(prefix):].startswith(TMP_PREFIX)}
-    for d in sorted(tmp_dirs):
-        if FileSystems.exists(d):
-            FileSystems.delete([d])
+
+def committed_paths(output_dir: str) -> set[str]:
+    shardset = committed_or_none(output_dir)
+    return set() if shardset is None else set(shardset.shard_paths + shardset.error_paths)

@@ -22,15 +22,42 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from datarax_beam.core import columns as cols
+from datarax_beam.shards.codec import MISSING
 
 ON_ERROR = ("dead_letter", "raise")
-#: Where a record can fail, in pipeline order.
-STAGES = ("read", "operators", "check_finite", "encode", "schema")
+#: Where a record can fail, in pipeline order (``encode``: it does not fit the shard set's schema).
+STAGES = ("read", "operators", "check_finite", "encode")
 MAX_MESSAGE = 2000
+#: Default of ``materialize(max_failed_fraction=...)``: a job where more than this fraction of
+#: the records failed fails instead of committing.
+MAX_FAILED_FRACTION = 0.1
 
 
 class RecordError(RuntimeError):
     """A record failed and the job runs with ``on_error="raise"``; names the index and stage."""
+
+
+class FailureBudgetExceeded(RuntimeError):
+    """More records failed than ``max_failed_fraction`` allows; nothing was committed."""
+
+
+def check_fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"`max_failed_fraction` must be a number in [0, 1], got {value!r}")
+    return float(value)
+
+
+def check_budget(failed: int, total: int, max_failed_fraction: float, examples=()) -> None:
+    """Raises `FailureBudgetExceeded` when ``failed`` of ``total`` records is past the budget,
+    with the counts and the first failures (``examples``: dead-letter entries) in the message."""
+    if not failed or (total and failed / total <= max_failed_fraction):
+        return
+    first = "; ".join(describe(e, short=True) for e in list(examples)[:3])
+    raise FailureBudgetExceeded(
+        f"{failed} of {total} records failed ({100 * failed / max(total, 1):.1f}%), more than "
+        f"max_failed_fraction={max_failed_fraction} allows; nothing was committed (no "
+        f"shardset.json was written). First failures: {first}"
+    )
 
 
 class ErrorPolicy(NamedTuple):
@@ -64,9 +91,14 @@ def _message(exc: BaseException) -> str:
     return text
 
 
-def describe(entry: Mapping[str, Any]) -> str:
+def describe(entry: Mapping[str, Any], short: bool = False) -> str:
+    """One line about a dead-letter entry (``short``: the message's last 300 characters, where
+    wrapped errors such as XLA callback tracebacks keep the real one)."""
+    message = entry["message"]
+    if short and len(message) > 300:
+        message = "..." + message[-300:]
     return (f"Record {entry['index']} (output position {entry['position']}) failed in stage "
-            f"{entry['stage']!r}: {entry['error_type']}: {entry['message']}")
+            f"{entry['stage']!r}: {entry['error_type']}: {message}")
 
 
 def failure(policy: ErrorPolicy, index: int, position: int, stage: str, exc: BaseException) -> dict:
@@ -106,7 +138,25 @@ def per_record(
             good[i] = True
         except Exception as e:  # noqa: BLE001 - any error of a user's record is data here
             failures.append(failure(policy, indices[i], positions[i], stage, e))
-    return cols.concat(outs), good, failures
+    return concat_records(outs), good, failures
+
+
+def concat_records(outs) -> dict[str, Any]:
+    """Concatenates one-record (or any) batches whose features may differ: a record without a
+    feature that others have holds `MISSING` there, so the writer can name what it lacks (and a
+    feature only some records have is not dropped)."""
+    outs = [o for o in outs if cols.num_rows(o)]
+    keys = list(dict.fromkeys(k for o in outs for k in o))
+    if all(len(o) == len(keys) for o in outs):
+        return cols.concat(outs)
+    out = {}
+    for k in keys:
+        if all(k in o for o in outs):
+            out[k] = cols.concat([{k: o[k]} for o in outs])[k]
+        else:
+            out[k] = cols.object_column([v for o in outs
+                                         for v in (list(o[k]) if k in o else [MISSING] * cols.num_rows(o))])
+    return out
 
 
 def not_finite(columns: Mapping[str, Any]) -> dict[int, str]:

@@ -1,10 +1,12 @@
 """Staging a random-access source so Beam workers read it by index without pickling its data.
 
 A `MemorySource` is written once, by the driver, to the job's temp directory through Beam's
-`FileSystems` (numeric columns as ``.npy``, text/bytes/ragged columns with the record codec as a
-blob plus offsets). Workers open it in ``DoFn.setup()`` — memory-mapped on local disk, read once
-per worker elsewhere — and gather rows by index. Other random-access sources (TFDS, HF, ArrayRecord
-readers) hold only handles or paths, so they travel inside the reader DoFn as they are.
+`FileSystems`: numeric columns as ``column-NNNNN.npy`` (named by the column's position, never by
+the feature's name, which may hold ``/``, ``..`` or NUL), text/bytes/ragged columns with the record
+codec as a blob plus offsets. Workers open it in ``DoFn.setup()`` — memory-mapped on local disk,
+read once per worker elsewhere — and gather rows by index. Other random-access sources (TFDS, HF,
+ArrayRecord readers) travel inside the reader DoFn, with only what their constructor set (see
+`datarax_beam.core.data_source.DataSourceModule.__getstate__`).
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ class StagedMemoryReader(IndexReader):
             return
         manifest = json.loads(read_bytes(ss.join(self.directory, MANIFEST)).decode("utf-8"))
         self._names = manifest["names"]
-        self._numeric = {k: _load_npy(ss.join(self.directory, f"{k}.npy")) for k in manifest["numeric"]}
+        self._numeric = {self._names[i]: _load_npy(ss.join(self.directory, column_file(i)))
+                         for i in manifest["numeric"]}
         self._schema = Schema.from_json(manifest["object_schema"]) if manifest["object"] else None
         if self._schema is not None:
             self._offsets = _load_npy(ss.join(self.directory, "objects.offsets.npy"))
@@ -114,15 +117,22 @@ class StagedMemoryReader(IndexReader):
         return {k: out[k] for k in self._names}
 
 
+def column_file(position: int) -> str:
+    """The staged file of the column at ``position``: named by position, never by the feature's
+    name (which may hold ``/``, ``..``, NUL or 300 characters)."""
+    return f"column-{position:05d}.npy"
+
+
 def stage_memory_source(source: MemorySource, directory: str) -> StagedMemoryReader:
     """Writes ``source``'s columns under ``directory`` once; returns the reader workers use."""
     columns = source.columns
-    numeric = [k for k, v in columns.items() if cols.is_numeric_column(v)]
-    objects = {k: v for k, v in columns.items() if k not in numeric}
+    names = list(columns)
+    numeric = [i for i, k in enumerate(names) if cols.is_numeric_column(columns[k])]
+    objects = {k: v for i, (k, v) in enumerate(columns.items()) if i not in numeric}
     if not FileSystems.exists(directory):
         FileSystems.mkdirs(directory)
-    for k in numeric:
-        save_array(ss.join(directory, f"{k}.npy"), columns[k])
+    for i in numeric:
+        save_array(ss.join(directory, column_file(i)), columns[names[i]])
     schema_json = None
     if objects:
         schema = Schema.infer(objects)
@@ -132,7 +142,7 @@ def stage_memory_source(source: MemorySource, directory: str) -> StagedMemoryRea
         save_array(ss.join(directory, "objects.offsets.npy"), offsets)
         write_bytes(ss.join(directory, "objects.blob"), b"".join(records))
         schema_json = schema.to_json()
-    manifest = {"names": list(columns), "numeric": numeric, "object": sorted(objects),
+    manifest = {"names": names, "numeric": numeric, "object": sorted(objects),
                 "object_schema": schema_json, "length": len(source)}
     write_bytes(ss.join(directory, MANIFEST), json.dumps(manifest).encode("utf-8"))
     return StagedMemoryReader(directory)

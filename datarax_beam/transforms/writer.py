@@ -1,25 +1,25 @@
 """The shard writer: chunks -> ArrayRecord parts under temp names -> committed shard set.
 
-Records reach the writer with their output positions. Shard ``s`` holds the contiguous output
-positions of `readers.plan_tasks`. Two paths:
+The shard set's schema is fixed before the job starts (`Commit.schema`). Every chunk is encoded
+against it on the worker that holds it (`datarax_beam.shards.fit.encode_fitting`): a record that
+does not fit is a dead-letter entry of stage ``encode`` naming the feature and what was expected;
+the others are written. Records reach the writer with their output positions. Shard ``s`` holds
+the contiguous output positions of `readers.plan_tasks`. Two paths:
 
 * chunks already carrying their shard (random-access sources) are encoded and written by
   `WriteChunksFn` in the fused read -> transform -> write stage — no GroupByKey of the payload;
 * chunks from sequential/streaming readers are numbered with the total count (a side input),
   optionally permuted, grouped by shard, and each group is written sorted by position.
 
-Both emit `PartInfo`s (tiny). A record that failed on the way (see `dead_letter`) is not written;
-its position stays in its part as a dead-letter entry, so shards are planned before failures are
-known and a shard is simply shorter by its failed records. `FinalizeShardsFn` sees all parts in one
-element: it checks every planned position is covered exactly once, renames each shard's part to
-``data-SSSSS-of-NNNNN.array_record`` (a rename that already happened on a retry is not an error),
-checks the schema (`reconcile`), writes ``errors/`` and then ``shardset.json`` last — the commit
-marker — and deletes the temp directory. All I/O goes through `FileSystems`, so gs://, s3:// and test schemes work.
+Both emit `PartInfo`s (tiny: path, range, size, SHA-256). A record that failed on the way (see
+`dead_letter`) is not written; its position stays in its part as a dead-letter entry, so shards
+are planned before failures are known and a shard is simply shorter by its failed records.
+`commit.FinalizeShardsFn` sees all parts in one element and commits. All I/O goes through
+`FileSystems`, so gs://, s3:// and test schemes work.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -27,24 +27,17 @@ import uuid
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from datarax_beam.core import columns as cols
 from datarax_beam.shards import shardset as ss
-from datarax_beam.shards.codec import Schema, encode_batch
-from datarax_beam.transforms import dead_letter
+from datarax_beam.shards.checksum import sha256_file
+from datarax_beam.shards.codec import Schema, SchemaError
+from datarax_beam.shards.fit import encode_fitting
+from datarax_beam.transforms import dead_letter, files
 from datarax_beam.transforms.commit import Commit, FinalizeShardsFn, PartInfo
-from datarax_beam.transforms.dead_letter import (
-    DEFAULT_POLICY,
-    ErrorPolicy,
-    failure,
-    keep,
-    per_record,
-)
+from datarax_beam.transforms.dead_letter import DEFAULT_POLICY, ErrorPolicy, failure, keep
 from datarax_beam.transforms.readers import NAMESPACE, Chunk, plan_tasks
-from datarax_beam.transforms.staging import save_array, write_bytes
 
 
 def output_permutation(seed: int, n: int) -> np.ndarray:
@@ -58,51 +51,32 @@ def output_permutation(seed: int, n: int) -> np.ndarray:
 _after_part_written = None
 
 
-def encode_chunk(chunk: Chunk, policy: ErrorPolicy) -> tuple[Schema | None, list[bytes], Chunk]:
-    """(schema, encoded records, chunk) for the chunk's good records.
+def encode_chunk(chunk: Chunk, schema: Schema, policy: ErrorPolicy, note: str = "") -> tuple[list[bytes], Chunk]:
+    """(encoded records that fit ``schema``, the chunk with the misfits moved to its failures).
 
-    Encodes the whole chunk at once; only if that raises (a value of an unsupported type, a
-    feature whose type differs between records) are records encoded one by one, and those that
-    fail become dead-letter entries with stage ``encode``.
-    """
+    ``note`` is appended to each misfit's message (where the schema came from)."""
     if not len(chunk.indices):
-        return None, [], chunk
-    try:
-        schema = Schema.infer(chunk.columns)
-        return schema, encode_batch(schema, chunk.columns), chunk
-    except Exception:  # noqa: BLE001 - find the bad records, keep the good ones
-        pass
-
-    def encode_one(columns, _):
-        encode_batch(Schema.infer(columns), columns)
-        return {}
-
-    _, good, failures = per_record(encode_one, chunk.columns, chunk.indices, chunk.positions, "encode", policy)
-    columns = cols.take(chunk.columns, np.flatnonzero(good))
-    chunk = keep(chunk, good, failures)._replace(columns=columns)
-    if not len(chunk.indices):
-        return None, [], chunk._replace(columns={})
-    try:  # each good record encodes alone; together they may still disagree (e.g. str vs bytes)
-        schema = Schema.infer(columns)
-        return schema, encode_batch(schema, columns), chunk
-    except Exception as e:  # noqa: BLE001
-        rest = [failure(policy, i, p, "encode", e) for i, p in zip(chunk.indices, chunk.positions, strict=True)]
-        return None, [], keep(chunk, np.zeros(len(chunk.indices), bool), rest)._replace(columns={})
+        return [], chunk._replace(columns={})
+    records, good, problems = encode_fitting(schema, chunk.columns)
+    if problems:
+        failures = [failure(policy, chunk.indices[r], chunk.positions[r], "encode", SchemaError(p + note))
+                    for r, p in sorted(problems.items())]
+        chunk = keep(chunk, good, failures)
+    return records, chunk
 
 
 class _Part:
-    """An open ArrayRecord temp file of one schema, covering output positions ``[start, stop)``
-    (its records plus its failed records); written locally, uploaded at close for remote paths."""
+    """An open ArrayRecord temp file covering output positions ``[start, stop)`` (its records
+    plus its failed records); written locally, uploaded at close for remote paths."""
 
     def __init__(self, tmp_dir: str, shard: int, num_shards: int, start: int, compression: str):
         from array_record.python.array_record_module import ArrayRecordWriter
 
-        self.shard, self.start, self.stop, self.schema = shard, start, start, None
+        self.shard, self.start, self.stop = shard, start, start
         self.failures: list[dict] = []
-        self.indices: list[int] | None = None  # kept only where the commit cannot derive them
         name = f"{ss.shard_name(shard, num_shards)}.{start}.{uuid.uuid4().hex}"
         self.path = ss.join(tmp_dir, name)
-        self.remote = "://" in tmp_dir
+        self.remote = not files.is_local(tmp_dir)
         if self.remote:
             self.local = os.path.join(tempfile.mkdtemp(prefix="datarax-part-"), name)
         else:
@@ -110,10 +84,7 @@ class _Part:
             self.local = self.path
         self.writer = ArrayRecordWriter(self.local, ss.writer_options(compression))
 
-    def write(self, schema: Schema, records: list[bytes]) -> int:
-        if self.schema is not None and schema != self.schema:
-            raise RuntimeError(f"Part {self.path} mixes schemas")  # writers open a new part first
-        self.schema = schema
+    def write(self, records: list[bytes]) -> int:
         write = self.writer.write
         for rec in records:
             write(rec)
@@ -122,30 +93,31 @@ class _Part:
     def close(self) -> PartInfo:
         self.writer.close()
         size = os.path.getsize(self.local)
+        digest = sha256_file(self.local)
         if self.remote:
-            with open(self.local, "rb") as src, FileSystems.create(self.path) as dst:
-                shutil.copyfileobj(src, dst, 1 << 22)
+            files.upload(self.local, self.path)
             shutil.rmtree(os.path.dirname(self.local), ignore_errors=True)
-        errors = index_path = None
+        errors = None
         if self.failures:
             errors = self.path + ".errors.jsonl"
-            write_bytes(errors, dead_letter.dumps(sorted(self.failures, key=lambda f: f["position"])))
-        if self.indices is not None and self.schema is not None:
-            index_path = self.path + ".index.npy"
-            save_array(index_path, np.asarray(self.indices, dtype=np.int64))
-        schema = None if self.schema is None else self.schema.to_json()
-        return PartInfo(self.shard, self.start, self.stop, self.path, size, schema,
-                        len(self.failures), errors, index_path)
+            files.write_bytes(errors, dead_letter.dumps(sorted(self.failures, key=lambda f: f["position"])))
+        return PartInfo(self.shard, self.start, self.stop, self.path, size, digest, len(self.failures), errors)
 
 
 class _WriterBase(beam.DoFn):
-    def __init__(self, tmp_dir: str, num_shards: int, compression: str, policy: ErrorPolicy = DEFAULT_POLICY):
-        self._tmp_dir, self._num_shards, self._compression = tmp_dir, num_shards, compression
-        self._policy = policy
+    def __init__(self, commit: Commit, policy: ErrorPolicy = DEFAULT_POLICY):
+        self._tmp_dir, self._num_shards, self._compression = commit.tmp_dir, commit.num_shards, commit.compression
+        self._schema_json, self._note, self._policy = commit.schema, commit.schema_note, policy
         self._records = Metrics.counter(NAMESPACE, "records_written")
         self._failed = Metrics.counter(NAMESPACE, "records_failed")
         self._bytes = Metrics.counter(NAMESPACE, "bytes_written")
         self._encoded = Metrics.counter(NAMESPACE, "record_bytes_encoded")
+
+    def setup(self):
+        self._schema = Schema.from_json(self._schema_json)
+
+    def _encode(self, chunk: Chunk) -> tuple[list[bytes], Chunk]:
+        return encode_chunk(chunk, self._schema, self._policy, self._note)
 
     def _open(self, shard: int, start: int) -> _Part:
         return _Part(self._tmp_dir, shard, self._num_shards, start, self._compression)
@@ -163,29 +135,27 @@ class _WriterBase(beam.DoFn):
 class WriteChunksFn(_WriterBase):
     """Writes chunks that arrive in position order per shard (the fused path) as parts.
 
-    A part stays open while chunks continue it; a new shard, a gap or a chunk of another schema
-    closes it. Beam's fusion keeps a shard's chunks in one bundle, so each shard is normally one
-    part. Failed records are not written; their positions still belong to the part (its
-    dead-letter entries), so shards are shorter by their failed records and nothing moves.
+    A part stays open while chunks continue it; a new shard or a gap closes it. Beam's fusion
+    keeps a shard's chunks in one bundle, so each shard is normally one part. Failed records are
+    not written; their positions still belong to the part (its dead-letter entries), so shards
+    are shorter by their failed records and nothing moves.
     """
 
     def start_bundle(self):
         self._part: _Part | None = None
 
     def process(self, chunk: Chunk):
-        schema, records, chunk = encode_chunk(chunk, self._policy)
+        records, chunk = self._encode(chunk)
         lo, hi = chunk.span()
         if lo == hi:
             return
         part = self._part
-        if part is not None and (part.shard != chunk.shard or part.stop != lo
-                                 or (schema is not None and part.schema not in (None, schema))):
+        if part is not None and (part.shard != chunk.shard or part.stop != lo):
             yield self._close(part)
             part = None
         if part is None:
             part = self._part = self._open(chunk.shard, lo)
-        if records:
-            self._encoded.inc(part.write(schema, records))
+        self._encoded.inc(part.write(records))
         part.failures.extend(chunk.failures)
         part.stop = hi
 
@@ -202,10 +172,13 @@ class AssignShardsFn(beam.DoFn):
     record that failed leaves its shard one shorter (as on the fused path).
     """
 
-    def __init__(self, num_shards: int, shuffle: bool, seed: int, policy: ErrorPolicy = DEFAULT_POLICY):
-        self._num_shards, self._shuffle, self._seed = num_shards, shuffle, seed
-        self._policy = policy
+    def __init__(self, commit: Commit, shuffle: bool, seed: int, policy: ErrorPolicy = DEFAULT_POLICY):
+        self._num_shards, self._shuffle, self._seed = commit.num_shards, shuffle, seed
+        self._schema_json, self._note, self._policy = commit.schema, commit.schema_note, policy
         self._cache: tuple[int, np.ndarray | None, np.ndarray] | None = None
+
+    def setup(self):
+        self._schema = Schema.from_json(self._schema_json)
 
     def _plan(self, n: int):
         if self._cache is None or self._cache[0] != n:
@@ -219,51 +192,38 @@ class AssignShardsFn(beam.DoFn):
 
     def process(self, chunk: Chunk, total: int):
         _, inverse, stops = self._plan(int(total))
-        schema, records, chunk = encode_chunk(chunk, self._policy)
+        records, chunk = encode_chunk(chunk, self._schema, self._policy, self._note)
         out_pos = chunk.positions if inverse is None else inverse[chunk.positions]
         shards = np.searchsorted(stops, out_pos, side="right")
         failures = [dict(f, position=int(f["position"] if inverse is None else inverse[f["position"]]))
                     for f in chunk.failures]
         failed_shards = np.searchsorted(stops, [f["position"] for f in failures], side="right")
-        schema_json = None if schema is None else schema.to_json()
         for shard in np.unique(np.concatenate([shards, failed_shards]).astype(np.int64)):
             sel = np.flatnonzero(shards == shard)
             fails = [f for f, s in zip(failures, failed_shards, strict=True) if s == shard]
-            yield int(shard), (out_pos[sel], [records[i] for i in sel], schema_json, fails, chunk.indices[sel])
+            yield int(shard), (out_pos[sel], [records[i] for i in sel], fails)
 
 
 class WriteGroupFn(_WriterBase):
-    """Writes one shard's grouped records sorted by output position (one part per schema run);
-    each part also stores its records' source indices (for the commit's schema check)."""
+    """Writes one shard's grouped records sorted by output position, as one part."""
 
     def process(self, item):
         shard, pieces = item
-        events = []  # (position, record, schema key, index) or (position, None, failure, None)
-        schemas = {}
-        for positions, records, schema_json, failures, indices in pieces:
-            key = None if schema_json is None else json.dumps(schema_json, sort_keys=True)
-            if key not in schemas:
-                schemas[key] = None if schema_json is None else Schema.from_json(schema_json)
-            events.extend(zip(positions.tolist(), records, [key] * len(records), indices.tolist(), strict=True))
-            events.extend((f["position"], None, f, None) for f in failures)
+        events = []  # (position, record or None, failure or None)
+        for positions, records, failures in pieces:
+            events.extend((p, r, None) for p, r in zip(positions.tolist(), records, strict=True))
+            events.extend((f["position"], None, f) for f in failures)
         events.sort(key=lambda e: e[0])
         start = events[0][0]
         if [e[0] for e in events] != list(range(start, start + len(events))):
             raise RuntimeError(f"Shard {shard} received non-contiguous output positions")
-        part, key = None, None
-        for position, record, what, index in events:
-            if part is None or (record is not None and part.schema is not None and what != key):
-                if part is not None:
-                    yield self._close(part)
-                part = self._open(int(shard), position)
-                part.indices = []
+        part = self._open(int(shard), start)
+        for _, record, entry in events:
             if record is None:
-                part.failures.append(what)
+                part.failures.append(entry)
             else:
-                key = what
-                self._encoded.inc(part.write(schemas[key], [record]))
-                part.indices.append(index)
-            part.stop = position + 1
+                self._encoded.inc(part.write([record]))
+        part.stop = start + len(events)
         yield self._close(part)
 
 
@@ -271,33 +231,35 @@ class WriteShards(beam.PTransform):
     """Writes chunks as a committed shard set; outputs ``shardset.json``'s text once.
 
     Args:
-      commit: where and how to commit (`Commit`); ``commit.shard_sizes`` set means the chunks
-        already carry their shard and contiguous positions (the fused, no-shuffle path).
+      commit: where and how to commit (`Commit`, with the fixed schema); ``commit.shard_sizes``
+        set means the chunks already carry their shard and contiguous positions (the fused,
+        no-shuffle path).
       shuffle/seed: the global shuffle for chunks that still need shard assignment.
-      total: a singleton PCollection of the record count (needed when not pre-assigned).
+      statistics: a singleton PCollection of statistics JSON to record, or None.
+      policy: what a misfit record does (`ErrorPolicy`).
     """
 
     def __init__(self, commit: Commit, *, shuffle: bool = False, seed: int = 0, statistics=None,
                  policy: ErrorPolicy = DEFAULT_POLICY):
         super().__init__()
+        if commit.schema is None:
+            raise ValueError("WriteShards needs the shard set's schema fixed in `commit.schema`")
         self._commit, self._shuffle, self._seed, self._policy = commit, shuffle, seed, policy
-        self._statistics = statistics  # singleton PCollection of statistics JSON to record, or None
+        self._statistics = statistics
 
     def expand(self, chunks):
         c = self._commit
         if c.shard_sizes is not None:
-            parts = chunks | "WriteParts" >> beam.ParDo(
-                WriteChunksFn(c.tmp_dir, c.num_shards, c.compression, self._policy))
+            parts = chunks | "WriteParts" >> beam.ParDo(WriteChunksFn(c, self._policy))
         else:
             total = (chunks | "Sizes" >> beam.Map(lambda ch: len(ch.indices) + len(ch.failures))
                      | "Total" >> beam.CombineGlobally(sum))
             parts = (
                 chunks
                 | "AssignShards" >> beam.ParDo(
-                    AssignShardsFn(c.num_shards, self._shuffle, self._seed, self._policy), beam.pvalue.AsSingleton(total))
+                    AssignShardsFn(c, self._shuffle, self._seed, self._policy), beam.pvalue.AsSingleton(total))
                 | "GroupByShard" >> beam.GroupByKey()
-                | "WriteGroups" >> beam.ParDo(
-                    WriteGroupFn(c.tmp_dir, c.num_shards, c.compression, self._policy))
+                | "WriteGroups" >> beam.ParDo(WriteGroupFn(c, self._policy))
             )
         return (
             parts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from datarax_beam.core.data_source import RandomAccessSource
 from datarax_beam.operators import ElementOperator, ElementOperatorConfig
 from datarax_beam.runners import counters, materialize, run
 from datarax_beam.shards import load_shardset
+from datarax_beam.sources import MemorySource
 from datarax_beam.testing import IteratorSource
 
 from .helpers import Fault, N, errors, marker, pipeline, read_all, source
@@ -46,8 +49,15 @@ def test_raise_fails_the_job_naming_index_and_stage(tmp_path):
     out = str(tmp_path / "out")
     with pytest.raises(Exception, match=r"Record 17 \(output position 17\) failed in stage 'operators'"):
         materialize(pipeline(Fault(tmp_path / "f", [17])), out, num_shards=2, on_error="raise")
+    with pytest.raises(FileNotFoundError):
+        load_shardset(out)
+    # record 17 is in the first batch, which fixes the schema on the driver: nothing was written
+    assert not os.path.exists(out)
+    with pytest.raises(Exception, match=r"Record 90 \(output position 90\) failed in stage 'operators'"):
+        materialize(pipeline(Fault(tmp_path / "g", [90])), out, num_shards=2, on_error="raise")
     with pytest.raises(FileNotFoundError, match="not a committed shard set"):
         load_shardset(out)
+    assert os.listdir(out) == []  # the failed job removed its temp files and its lock
 
 
 def _nan_at_5(e, k):
@@ -97,12 +107,10 @@ def test_unsupported_python_object_is_a_dead_letter(tmp_path):
     assert read_all(shardset.path)["text"].tolist() == [f"r{i}" for i in range(12) if i != 3]
     (entry,) = errors(shardset.path)
     assert (entry["index"], entry["stage"], entry["error_type"]) == (3, "encode", "SchemaError")
-    assert "unsupported type object" in entry["message"]
+    assert "feature 'text': expected string, got unsupported type object" in entry["message"]
 
 
 def MemorySourceOf(text):
-    from datarax_beam.sources import MemorySource
-
     return MemorySource(data={"text": text, "n": np.arange(len(text), dtype=np.int32)})
 
 
@@ -129,3 +137,24 @@ def test_dead_letters_do_not_depend_on_path_or_runner(tmp_path, kind):
         assert got[k].tobytes() == clean[k][keep].tobytes()
     assert sorted(e["index"] for e in errors(faulty.path)) == list(bad) and faulty.num_failed == 3
     assert sum(s.num_records for s in faulty.shards) == N - 3
+
+
+def test_check_finite_does_not_drop_records_from_the_statistics(tmp_path):
+    from datarax_beam.core.operator import OperatorConfig
+    from datarax_beam.operators.statistics import StatisticsOperator
+    from datarax_beam.statistics import StatSpec
+
+    x = np.arange(64, dtype=np.float32)
+    x[5] = np.nan
+    # uses the statistics of x (so the job analyzes x) but writes records unchanged: only record 5
+    # is not finite, whatever the statistics are
+    observe = StatisticsOperator(OperatorConfig(), statistics=[StatSpec("x", axes="all")], fn=lambda e, k, s: e)
+    p = from_source(MemorySource(data={"x": x}), 16) >> OperatorNode(observe)
+    online = p.statistics  # over every record, as online pipelines see them
+    shardset = materialize(p, str(tmp_path / "out"), check_finite=True)
+    assert set(shardset.statistics) == set(online)
+    for name, stats in online.items():
+        for key, value in stats.items():
+            np.testing.assert_equal(shardset.statistics[name][key], value)  # NaN == NaN here
+    # check_finite still drops the NaN record from the written records
+    assert [e["index"] for e in errors(shardset.path)] == [5] and shardset.num_records == 63

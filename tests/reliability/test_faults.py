@@ -23,7 +23,7 @@ from datarax_beam.transforms import commit as commit_mod
 from datarax_beam.transforms import writer as writer_mod
 
 from ..runners.conftest import PrefixFS
-from .helpers import Fault, errors, pipeline, shard_bytes
+from .helpers import Fault, errors, pipeline, shard_bytes, source
 
 RETRYING = ["--runner=BundleBasedDirectRunner"]
 SHARDS = 2
@@ -39,7 +39,9 @@ def _same(path, clean):
     assert shard_bytes(path) == shard_bytes(clean.path)
     assert shardset.num_records == clean.num_records and shardset.num_failed == 0
     assert errors(path) == []
-    assert sorted(os.listdir(path.split("://")[-1])) == sorted(os.listdir(clean.path))  # no temp files
+    # no temp files, no lock, no leftovers: exactly the set's files
+    names = sorted(os.listdir(path.split("://")[-1]))
+    assert names == sorted([SHARDSET_FILE] + [s.name for s in shardset.shards])
 
 
 def test_operator_fault_is_retried_by_the_runner(tmp_path, clean):
@@ -78,11 +80,15 @@ def test_writer_fault_without_retries_fails_then_rerun_is_correct(tmp_path, clea
 
 
 @pytest.mark.parametrize("scheme", ["", PrefixFS.PREFIX], ids=["local", "testfs"])
-def test_job_dying_before_commit_leaves_nothing_readable(tmp_path, clean, scheme):
+def test_job_dying_before_commit_keeps_the_old_set(tmp_path, clean, scheme):
     out = scheme + str(tmp_path / "out")
-    materialize(pipeline(), out, num_shards=SHARDS)  # an older committed set, to be replaced
+    local = str(tmp_path / "out")
+    old = materialize(pipeline(src=source(150)), out, num_shards=SHARDS)  # an older set, to be replaced
+    old_bytes, old_files = shard_bytes(out), sorted(os.listdir(local))
 
     def die(shardset):
+        # the new shards are in place under other names; the old set is still whole and readable
+        assert load_shardset(out) == old and shard_bytes(out) == old_bytes
         raise SystemError("worker lost before the commit")
 
     commit_mod._before_marker = die
@@ -91,10 +97,8 @@ def test_job_dying_before_commit_leaves_nothing_readable(tmp_path, clean, scheme
             materialize(pipeline(), out, num_shards=SHARDS, overwrite=True)
     finally:
         commit_mod._before_marker = None
-    local = str(tmp_path / "out")
-    assert not os.path.exists(os.path.join(local, SHARDSET_FILE))
-    with pytest.raises(FileNotFoundError):
-        load_shardset(out)
+    assert load_shardset(out) == old and shard_bytes(out) == old_bytes  # the failed rerun lost nothing
+    assert sorted(os.listdir(local)) == old_files  # and left nothing behind
     materialize(pipeline(), out, num_shards=SHARDS, overwrite=True)
     _same(out, clean)
 
@@ -113,9 +117,12 @@ def test_process_killed_before_commit(tmp_path, clean):
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 9, proc.stderr[-2000:]
-    assert os.listdir(out) and not os.path.exists(os.path.join(out, SHARDSET_FILE))
+    left = sorted(os.listdir(out))  # renamed shards, its temp directory and its lock
+    assert ".datarax-lock" in left and any(n.startswith(".datarax-tmp-") for n in left)
+    assert "data-00000-of-00002.array_record" in left and SHARDSET_FILE not in left
     with pytest.raises(FileNotFoundError, match="not a committed shard set"):
         load_shardset(out)
-    materialize(pipeline(), out, num_shards=SHARDS, overwrite=True)
+    # its process is gone: the lock is stale, and the next job cleans up after it
+    materialize(pipeline(), out, num_shards=SHARDS)
     _same(out, clean)
     assert options.in_process()  # the default runner did all of the above

@@ -78,18 +78,18 @@ def test_chain_changing_a_shape_between_records(tmp_path, iterator):
         src = _iterator_like(data)
     p = from_source(src, 8) >> OperatorNode(HostOperator(_reshape_some))
     shardset = materialize(p, str(tmp_path / "out"), num_shards=3)
-    # the reference schema is the majority's, x: float32[2]; only the two misfits are dropped,
-    # their batch-mates are kept in the reference layout
+    # the schema is fixed from the first batch, x: float32[2]; only the two misfits are dropped,
+    # their batch-mates are kept in the schema's layout
     assert {f.name: (f.kind, f.shape) for f in shardset.schema.features}["x"] == ("tensor", (2,))
     got = read_all(shardset.path)
     keep = [i for i in range(n) if i not in (10, 30)]
     np.testing.assert_array_equal(got["x"], data["x"][keep])
     assert got["t"].tolist() == [f"r{i}" for i in keep]
     entries = errors(shardset.path)
-    assert [(e["index"], e["stage"]) for e in entries] == [(10, "schema"), (30, "schema")]
-    assert "feature 'x' is <f4[4], expected <f4[2]" in entries[0]["message"]
+    assert [(e["index"], e["stage"]) for e in entries] == [(10, "encode"), (30, "encode")]
+    assert "feature 'x': expected <f4[2], got <f4[4] (the shard set's schema was fixed" in entries[0]["message"]
     assert shardset.num_failed == 2 and shardset.num_records == n - 2
-    with pytest.raises(Exception, match=r"Record 10 \(output position 10\) failed in stage 'schema'"):
+    with pytest.raises(Exception, match=r"Record 10 \(output position 10\) failed in stage 'encode'"):
         materialize(p, str(tmp_path / "raise"), num_shards=3, on_error="raise")
     assert not os.path.exists(tmp_path / "raise" / SHARDSET_FILE)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -11,6 +12,7 @@ import pytest
 from datarax_beam.core.data_source import RandomAccessSource
 from datarax_beam.runners import counters, materialize, options, run
 from datarax_beam.shards import SHARDSET_FILE, load_shardset
+from datarax_beam.shards.checksum import sha256_file
 from datarax_beam.sources import MemorySource
 from datarax_beam.testing import IteratorSource
 
@@ -84,6 +86,12 @@ def test_shardset_metadata(inproc, pipeline):
         "image": ("<f4", (8, 8)), "label": ("<i8", ())}  # the source's int64 (used to be narrowed)
     assert loaded.total_bytes == sum(os.path.getsize(p) for p in loaded.shard_paths)
     assert {"datarax_beam", "apache-beam", "jax"} <= set(loaded.versions)
+    # format 2: a checksum of every committed file, and a job id of its own
+    for info, path in zip(loaded.shards, loaded.shard_paths, strict=True):
+        assert info.sha256 == sha256_file(path)
+    assert len(loaded.job_id) == 32 and int(loaded.job_id, 16) >= 0
+    with open(os.path.join(loaded.path, SHARDSET_FILE)) as f:
+        assert json.load(f)["format_version"] == 2
 
 
 def test_counters_exact(inproc):
@@ -142,17 +150,19 @@ class _Exploding(RandomAccessSource):
         return {"image": np.zeros((len(indices), 8, 8), np.float32), "label": indices.astype(np.int32)}
 
 
-def test_committed_dir_refused_then_failed_overwrite_leaves_no_marker(inproc, tmp_path):
+def test_committed_dir_refused_then_failed_overwrite_keeps_it(inproc, tmp_path):
     out = str(tmp_path / "copy")
     shutil.copytree(inproc.shardset.path, out)
+    before = sorted(os.listdir(out))
     with pytest.raises(FileExistsError, match="overwrite=True"):
         materialize(make_pipeline(), out, num_shards=SHARDS)
     with pytest.raises(Exception, match="disk on fire"):  # read errors are dead letters unless
         materialize(make_pipeline(_Exploding(1000)), out, num_shards=SHARDS, overwrite=True,
                     on_error="raise")
-    assert not os.path.exists(os.path.join(out, SHARDSET_FILE))
-    with pytest.raises(FileNotFoundError, match="not a committed shard set"):
-        load_shardset(out)
+    # the failed rerun changed nothing: the committed set is still there, whole
+    assert sorted(os.listdir(out)) == before
+    assert shard_bytes(out) == shard_bytes(inproc.shardset.path)
+    assert load_shardset(out).job_id == inproc.shardset.job_id
 
 
 def test_non_local_filesystem(tmp_path, inproc):

@@ -7,8 +7,9 @@ through ``--beam_plugins=tests.runners.testfs`` (see `WORKER_PLUGIN`).
 from __future__ import annotations
 
 import os
+import shutil
 
-from apache_beam.io.filesystem import FileMetadata, FileSystem
+from apache_beam.io.filesystem import BeamIOError, FileMetadata, FileSystem
 from apache_beam.io.localfilesystem import LocalFileSystem
 
 #: The flag that makes Beam's worker processes register the scheme too.
@@ -16,7 +17,10 @@ WORKER_PLUGIN = "--beam_plugins=tests.runners.testfs"
 
 
 class PrefixFS(FileSystem):
-    """``testfs:///abs/path`` -> ``/abs/path``: a non-local scheme, as gs:// would be."""
+    """``testfs:///abs/path`` -> ``/abs/path``: a non-local scheme, as gs:// would be.
+
+    ``delete`` takes paths literally (as HDFS and S3 do); `GlobFS` is the same over Beam's
+    local filesystem, whose ``delete`` globs its paths (as gs:// does for files)."""
 
     PREFIX = "testfs://"
 
@@ -81,7 +85,27 @@ class PrefixFS(FileSystem):
         return FileMetadata(path, m.size_in_bytes, m.last_updated_in_seconds)
 
     def delete(self, paths):
-        self._local.delete(self._ps(paths))
+        # Paths literally, as HDFS and S3 take them (Beam's local filesystem would glob them).
+        for path in self._ps(paths):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
+            else:
+                raise BeamIOError("Delete operation failed", {path: FileNotFoundError(path)})
 
     def report_lineage(self, path, lineage):
         pass
+
+
+class GlobFS(PrefixFS):
+    """``globfs:///abs/path``: like `PrefixFS`, but ``delete`` globs (Beam's local filesystem)."""
+
+    PREFIX = "globfs://"
+
+    @classmethod
+    def scheme(cls):
+        return "globfs"
+
+    def delete(self, paths):
+        self._local.delete(self._ps(paths))

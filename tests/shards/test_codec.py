@@ -78,9 +78,27 @@ def test_schema_errors_name_the_feature():
 
 def test_shardset_json_round_trip():
     schema = Schema.infer(_batch())
-    s = ShardSet(path="/x", shards=(ShardInfo("data-00000-of-00001.array_record", 6, 100),),
-                 schema=schema, seed=3, shuffle=True, fingerprint="f", versions={"datarax_beam": "0"})
+    s = ShardSet(path="/x", shards=(ShardInfo("data-00000-of-00001.array_record", 6, 100, "ab" * 32),),
+                 schema=schema, seed=3, shuffle=True, fingerprint="f", versions={"datarax_beam": "0"},
+                 job_id="0" * 32)
     back = ShardSet.loads(s.dumps(), "/x")
     assert back == s and back.num_records == 6 and back.total_bytes == 100
     with pytest.raises(SchemaError, match="not a datarax_beam shard set"):
         ShardSet.loads("{}", "/x")
+
+
+def test_encoding_never_casts_silently():
+    schema = Schema.infer({"x": np.zeros((2, 2), np.float32), "i": np.zeros(2, np.int32)})
+    with pytest.raises(SchemaError, match=r"Feature 'x': expected <f4\[2\] per record, got <f8\[2\]"):
+        encode_batch(schema, {"x": np.full((2, 2), 1e300), "i": np.zeros(2, np.int32)})
+    with pytest.raises(SchemaError, match=r"Feature 'i': expected <i4\[\] per record, got <i8\[\]"):
+        encode_batch(schema, {"x": np.zeros((2, 2), np.float32), "i": np.array([2**40, 1])})
+    ragged = Schema.infer({"r": object_column([np.zeros(1, np.int32), np.zeros(2, np.int32)])})
+    with pytest.raises(SchemaError, match=r"Feature 'r': expected ragged <i4 ndim=1, got <i8\[3\]"):
+        encode_batch(ragged, {"r": object_column([np.zeros(3, np.int64)])})
+
+
+def test_mixed_value_types_name_the_feature():
+    # str and numbers in one column used to raise "generator raised StopIteration"
+    with pytest.raises(SchemaError, match=r"Feature 't' mixes values of different types .*'<i8\[\]', 'str'"):
+        Schema.infer({"t": object_column(["a", np.int64(3)])})

@@ -1,30 +1,46 @@
-"""Finalize: retried duplicates are dropped, split shards are joined, gaps fail, marker last."""
+"""Finalize: retried duplicates are dropped, split shards are joined, gaps fail, the budget and the
+lock are checked before anything moves, checksums and the job id are recorded, marker last."""
 
 from __future__ import annotations
 
 import os
+import uuid
 
 import numpy as np
 import pytest
 from array_record.python.array_record_module import ArrayRecordReader
 
 from datarax_beam.shards import SHARDSET_FILE, Schema, load_shardset
+from datarax_beam.shards.checksum import sha256_file
+from datarax_beam.shards.shardset import ShardInfo, ShardSet
 from datarax_beam.shards.writer import write_shard_file
-from datarax_beam.transforms.commit import Commit, PartInfo, finalize, prepare_output_dir
+from datarax_beam.transforms import dead_letter
+from datarax_beam.transforms.commit import Commit, PartInfo, finalize, plan_names
+from datarax_beam.transforms.dead_letter import FailureBudgetExceeded
+from datarax_beam.transforms.lock import OutputDirLocked
 from datarax_beam.transforms.writer import output_permutation
 
-SCHEMA = Schema.infer({"x": np.zeros((1, 2), np.int32)}).to_json()
+SCHEMA = Schema.infer({"x": np.zeros((1, 2), np.int32)})
+JOB = uuid.uuid4().hex
 
 
-def _part(tmp, shard, start, stop, tag=""):
+def _part(tmp, shard, start, stop, tag="", failed=()):
     path = os.path.join(tmp, f"part-{shard}-{start}{tag}")
-    records = [np.array([i, i], "<i4").tobytes() for i in range(start, stop)]
+    records = [np.array([i, i], "<i4").tobytes() for i in range(start, stop) if i not in failed]
     _, size = write_shard_file(path, records)
-    return PartInfo(shard, start, stop, path, size, SCHEMA)
+    errors = None
+    if failed:
+        errors = path + ".errors.jsonl"
+        entries = [{"index": i, "position": i, "stage": "operators", "error_type": "ValueError",
+                    "message": f"bad {i}", "source": {}} for i in failed]
+        with open(errors, "wb") as f:
+            f.write(dead_letter.dumps(entries))
+    return PartInfo(shard, start, stop, path, size, sha256_file(path), len(failed), errors)
 
 
-def _commit(out, tmp, sizes):
-    return Commit(out, tmp, len(sizes), "zstd", 0, False, "fp", {"datarax_beam": "x"}, {}, sizes)
+def _commit(out, tmp, sizes, **kw):
+    return Commit(out, tmp, len(sizes), "zstd", 0, False, "fp", {"datarax_beam": "x"}, {}, sizes,
+                  schema=SCHEMA.to_json(), job_id=JOB, locked=False, **kw)
 
 
 def _records(path):
@@ -39,13 +55,18 @@ def test_duplicates_split_parts_and_empty_shards(tmp_path):
     out, tmp = str(tmp_path / "out"), str(tmp_path / "out" / ".datarax-tmp-x")
     os.makedirs(tmp)
     parts = [_part(tmp, 0, 0, 4), _part(tmp, 0, 0, 4, "-retry"),  # a retried bundle's twin
-             _part(tmp, 1, 4, 6), _part(tmp, 1, 6, 8)]             # a shard split over bundles
-    shardset = finalize(parts, _commit(out, tmp, (4, 4, 0)))
-    assert [_records(p) for p in shardset.shard_paths] == [[0, 1, 2, 3], [4, 5, 6, 7], []]
+             _part(tmp, 1, 4, 6), _part(tmp, 1, 6, 8, failed=(7,))]  # a shard split over bundles
+    shardset = finalize(parts, _commit(out, tmp, (4, 4, 0), max_failed_fraction=1.0))
+    assert [_records(p) for p in shardset.shard_paths] == [[0, 1, 2, 3], [4, 5, 6], []]
     assert sorted(os.listdir(out)) == [
         "data-00000-of-00003.array_record", "data-00001-of-00003.array_record",
-        "data-00002-of-00003.array_record", SHARDSET_FILE]
-    assert load_shardset(out) == shardset and shardset.num_records == 8
+        "data-00002-of-00003.array_record", "errors", SHARDSET_FILE]  # temp directory removed
+    assert load_shardset(out) == shardset and shardset.num_records == 7 and shardset.num_failed == 1
+    assert shardset.job_id == JOB
+    for info, path in zip(shardset.shards, shardset.shard_paths, strict=True):  # checksums of the final files
+        assert info.sha256 == sha256_file(path) and info.num_bytes == os.path.getsize(path)
+    assert [s.num_failed for s in shardset.shards] == [0, 1, 0]
+    assert shardset.error_paths == [os.path.join(out, "errors", "errors-00001-of-00003.jsonl")]
 
 
 def test_missing_records_fail_without_marker(tmp_path):
@@ -56,18 +77,36 @@ def test_missing_records_fail_without_marker(tmp_path):
     assert not os.path.exists(os.path.join(out, SHARDSET_FILE))
 
 
-def test_prepare_output_dir(tmp_path):
-    out = str(tmp_path / "o")
-    prepare_output_dir(out, overwrite=False)  # creates it
-    open(os.path.join(out, "data-00000-of-00001.array_record"), "wb").close()  # a failed job's
-    open(os.path.join(out, "notes.txt"), "w").close()
-    prepare_output_dir(out, overwrite=False)
-    assert os.listdir(out) == ["notes.txt"]  # only our own stale files are removed
-    open(os.path.join(out, SHARDSET_FILE), "w").close()
-    with pytest.raises(FileExistsError):
-        prepare_output_dir(out, overwrite=False)
-    prepare_output_dir(out, overwrite=True)
-    assert os.listdir(out) == ["notes.txt"]
+def test_failure_budget_is_checked_before_anything_moves(tmp_path):
+    out, tmp = str(tmp_path / "out"), str(tmp_path / "out" / ".tmp")
+    os.makedirs(tmp)
+    parts = [_part(tmp, 0, 0, 10, failed=(1, 2)), _part(tmp, 1, 10, 20)]
+    with pytest.raises(FailureBudgetExceeded, match=r"2 of 20 records failed \(10.0%\), more than "
+                                                   r"max_failed_fraction=0.05 allows.*Record 1 .*bad 1"):
+        finalize(parts, _commit(out, tmp, (10, 10), max_failed_fraction=0.05))
+    assert os.listdir(out) == [".tmp"]  # nothing renamed, no marker
+    shardset = finalize(parts, _commit(out, tmp, (10, 10), max_failed_fraction=0.1))  # 10% is within
+    assert shardset.num_failed == 2
+
+
+def test_commit_refused_without_the_lock(tmp_path):
+    out, tmp = str(tmp_path / "out"), str(tmp_path / "out" / ".tmp")
+    os.makedirs(tmp)
+    with pytest.raises(OutputDirLocked, match=f"Job {JOB} lost its lock .*nothing is committed"):
+        finalize([_part(tmp, 0, 0, 2)], _commit(out, tmp, (2,))._replace(locked=True))
+    assert os.listdir(out) == [".tmp"]
+
+
+def test_plan_names_never_reuse_the_replaced_sets_files(tmp_path):
+    assert plan_names(2, None, "abc") == (
+        ("data-00000-of-00002.array_record", "data-00001-of-00002.array_record"), ())
+    old = ShardSet(str(tmp_path), (ShardInfo("data-00000-of-00002.array_record", 1, 1, "0" * 64, 1),
+                                   ShardInfo("data-00001-of-00002-0123456789ab.array_record", 1, 1, "0" * 64)),
+                   SCHEMA, job_id=JOB)
+    names, replaced = plan_names(2, old, "fedcba987654")
+    assert names == ("data-00000-of-00002-fedcba987654.array_record", "data-00001-of-00002.array_record")
+    assert replaced == (*old.shard_paths, os.path.join(str(tmp_path), "errors", "errors-00000-of-00002.jsonl"))
+    assert plan_names(3, old, "x")[0][0] == "data-00000-of-00003.array_record"  # other names: plain
 
 
 def test_output_permutation_depends_on_seed_and_size_only():

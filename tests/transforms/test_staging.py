@@ -36,8 +36,20 @@ def test_staged_reader_matches_get_batch(tmp_path):
     for idx, batch in zip(INDEX_SETS[:2], reader.read_batches(INDEX_SETS[:2]), strict=True):
         assert list(batch) == list(src.columns)
         assert_same(batch, src.get_batch(idx))
-    assert sorted(os.listdir(tmp_path / "staged")) == [
-        "image.npy", "label.npy", "objects.blob", "objects.offsets.npy", "staged.json"]
+    assert sorted(os.listdir(tmp_path / "staged")) == [  # files named by column position
+        "column-00000.npy", "column-00001.npy", "objects.blob", "objects.offsets.npy", "staged.json"]
+
+
+@pytest.mark.parametrize("name", ["../../ESCAPED", "n" * 300, "a\x00b", "/abs", "con", ".."])
+def test_feature_names_never_become_file_names(tmp_path, name):
+    src = MemorySource(data={name: np.arange(6, dtype=np.int64), "t": [f"t{i}" for i in range(6)]})
+    directory = tmp_path / "a" / "b" / "staged"
+    reader = staging.index_reader(src, str(directory))
+    reader = pickle.loads(pickle.dumps(reader))
+    reader.setup()
+    assert_same(next(reader.read_batches([np.arange(6)])), src.get_batch(np.arange(6)))
+    assert sorted(os.listdir(tmp_path)) == ["a"] and sorted(os.listdir(tmp_path / "a")) == ["b"]
+    assert "column-00000.npy" in os.listdir(directory)
 
 
 def test_in_process_reader_shares_by_token():
