@@ -34,7 +34,7 @@ import logging
 import os
 from collections.abc import Iterator
 
-#: Beginnings of the messages dropped while quiet (``record.msg``, before %-formatting).
+#: Beginnings of the messages dropped while quiet.
 NOISE = (
     "apitools not found, and bigquery client libraries are not available",
     "No semi_persistent_directory found",
@@ -112,8 +112,12 @@ class NoiseFilter(logging.Filter):
     """Drops the records of `NOISE` while `is_quiet`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.msg
-        return not (isinstance(msg, str) and msg.startswith(NOISE) and is_quiet())
+        if not is_quiet():
+            return True
+        try:
+            return not record.getMessage().startswith(NOISE)
+        except (TypeError, ValueError):  # a record whose arguments do not format: not ours
+            return True
 
 
 class WorkerCopyFilter(logging.Filter):

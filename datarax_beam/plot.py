@@ -11,13 +11,12 @@ Values come from an evenly spaced sample of up to ``max_records`` records.
 
 Example:
   >>> import tempfile, numpy as np
-  >>> from datarax_beam import from_source, materialize
-  >>> from datarax_beam.sources import MemorySource
+  >>> from datarax_beam.shards.writer import write_shardset
   >>> out = tempfile.mkdtemp()
-  >>> data = {"x": np.linspace(0, 1, 50, dtype=np.float32), "label": np.arange(50) % 3}
-  >>> _ = materialize(from_source(MemorySource(data=data), 16), out, progress=False)
+  >>> data = {"label": np.arange(50) % 3, "x": np.linspace(0, 1, 50, dtype=np.float32)}
+  >>> _ = write_shardset(out, data)
   >>> [(p.feature, p.chart) for p in plot_shardset(out, out + "/plot.png")]
-  [('x', 'histogram'), ('label', 'bar')]
+  [('label', 'bar'), ('x', 'histogram')]
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class Bar:
     """
 
     def __init__(self, total: int | None = None, desc: str = "", *, enabled: bool | None = None,
-                 unit: str = UNIT, stream=None, failed: bool = True):
+                 unit: str = UNIT, stream=None, failed: bool = True, mininterval: float = 0.2):
         self.n, self.failed, self._show_failed = 0, 0, failed
         self._tqdm = None
         self._lock = threading.Lock()
@@ -90,7 +90,7 @@ class Bar:
             from tqdm import tqdm
 
             self._tqdm = tqdm(total=total, desc=desc, unit=unit, file=stream or sys.stderr,
-                              dynamic_ncols=True, mininterval=0.2, smoothing=0.1, leave=True)
+                              dynamic_ncols=True, mininterval=mininterval, smoothing=0.1, leave=True)
             if failed:
                 self._tqdm.set_postfix_str("0 failed", refresh=False)
         except Exception:  # noqa: BLE001 - a display must never break the work
@@ -307,7 +307,8 @@ class JobProgress:
 
     def __enter__(self) -> JobProgress:
         if self._want:
-            self._bar = Bar(self.total, self._desc, enabled=True, stream=self._stream)
+            # polls are already spaced by `interval`: each one redraws
+            self._bar = Bar(self.total, self._desc, enabled=True, stream=self._stream, mininterval=0)
             self._thread = threading.Thread(target=self._loop, name="datarax-progress", daemon=True)
             self._thread.start()
         return self

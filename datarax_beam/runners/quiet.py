@@ -34,17 +34,22 @@ def quiet_workers(pipeline_proto) -> int:
     return changed
 
 
+def wants_quiet(options) -> bool:
+    """Whether the job's ``--default_sdk_harness_log_level`` (else `logs.get_level`) is
+    WARNING or above."""
+    level = options.view_as(WorkerOptions).default_sdk_harness_log_level
+    try:
+        return logs.is_quiet(level) if level else logs.is_quiet()
+    except (TypeError, ValueError):  # an unknown level: Beam's own worker reports it
+        return False
+
+
 class FnApiRunner(fn_runner.FnApiRunner):
     """`fn_runner.FnApiRunner` whose worker processes start quietly unless the job's
     ``--default_sdk_harness_log_level`` is INFO or DEBUG."""
 
     def run_via_runner_api(self, pipeline_proto, options):
-        level = options.view_as(WorkerOptions).default_sdk_harness_log_level
-        try:
-            quiet = logs.is_quiet(level) if level else logs.is_quiet()
-        except (TypeError, ValueError):  # an unknown level: Beam's worker reports it
-            quiet = False
-        if not (quiet and quiet_workers(pipeline_proto)):
+        if not (wants_quiet(options) and quiet_workers(pipeline_proto)):
             return super().run_via_runner_api(pipeline_proto, options)
         with logs.worker_copies_dropped():
             return super().run_via_runner_api(pipeline_proto, options)
