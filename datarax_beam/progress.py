@@ -46,6 +46,13 @@ UNIT = " records"
 _default: bool | None = None
 
 
+def _format(total: int | None) -> str:
+    """tqdm's layout, always as records/s (tqdm's own turns slow rates into "s/ records")."""
+    if total is None:
+        return "{desc}: {n_fmt}{unit} [{elapsed}, {rate_noinv_fmt}{postfix}]"
+    return "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
+
+
 def set_enabled(value: bool | None) -> None:
     """Turns progress displays on or off everywhere (None: on when stderr is a terminal)."""
     global _default
@@ -90,7 +97,8 @@ class Bar:
             from tqdm import tqdm
 
             self._tqdm = tqdm(total=total, desc=desc, unit=unit, file=stream or sys.stderr,
-                              dynamic_ncols=True, mininterval=mininterval, smoothing=0.1, leave=True)
+                              dynamic_ncols=True, mininterval=mininterval, smoothing=0.1, leave=True,
+                              bar_format=_format(total))
             if failed:
                 self._tqdm.set_postfix_str("0 failed", refresh=False)
         except Exception:  # noqa: BLE001 - a display must never break the work
@@ -119,7 +127,7 @@ class Bar:
         """Sets the counts (they never go down) and, optionally, the total."""
         def apply(bar):
             if total is not None:
-                bar.total = total
+                bar.total, bar.bar_format = total, _format(total)
             if failed is not None and failed > self.failed:
                 self.failed = failed
                 if self._show_failed:
