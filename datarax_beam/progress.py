@@ -357,8 +357,8 @@ class JobProgress:
             _LOG.debug("progress poll failed", exc_info=True)
 
     def finish(self, shardset) -> None:
-        """Ends the display on the committed shard set's exact counts."""
-        if self._bar is None:
+        """Ends the display on the committed shard set's exact counts (None: the job failed)."""
+        if self._bar is None or shardset is None:
             return
         self._stop_thread()
         try:

@@ -98,3 +98,15 @@ def test_quiet_worker_logging_prints_warnings_once_and_no_noise():
     """)
     assert out.returncode == 0, out.stderr
     assert out.stderr == "WARNING:user:a real warning\n" and out.stdout == "1\n"
+
+
+def test_materialize_refuses_a_bad_log_level_before_writing(tmp_path):
+    import numpy as np
+
+    from datarax_beam import from_source, materialize
+    from datarax_beam.sources import MemorySource
+
+    pipeline = from_source(MemorySource(data={"x": np.arange(4)}), 2)
+    with pytest.raises(ValueError, match="Unknown `log_level` 'LOUD'"):
+        materialize(pipeline, str(tmp_path / "o"), log_level="LOUD")
+    assert not (tmp_path / "o").exists()

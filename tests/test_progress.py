@@ -199,6 +199,8 @@ def test_job_progress_ends_on_the_committed_counts(tmp_path):
         display.finish(committed)
     line = _last_line(out.getvalue())
     assert "100%" in line and " 20/20 [" in line and line.endswith(" 2 failed]")
+    with JobProgress(str(tmp_path), 5, enabled=True, stream=Terminal(), interval=3600) as display:
+        display.finish(None)  # the job failed: the bar just closes
     silent = io.StringIO()
     with JobProgress(str(tmp_path), 5, stream=silent) as display:  # not a terminal
         display.refresh()
@@ -225,6 +227,9 @@ def test_materialize_shows_records_rate_and_failures(tmp_path, capsys):
     assert re.search(r"[\d.]+ records/s, 2 failed\]$", line), line
     materialize(pipeline, str(tmp_path / "b"), check_finite=True, progress=False)
     assert capsys.readouterr().err == ""
+    with pytest.raises(RuntimeError, match="Record 3 .* failed in stage .check_finite."):  # as without progress
+        materialize(pipeline, str(tmp_path / "d"), check_finite=True, on_error="raise", progress=True)
+    assert "materialize:" in capsys.readouterr().err and not (tmp_path / "d" / "shardset.json").exists()
     with pytest.raises(TypeError, match="`progress` must be True, False or None, got 'yes'"):
         materialize(pipeline, str(tmp_path / "c"), progress="yes")
     assert not (tmp_path / "c").exists()
