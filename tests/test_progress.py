@@ -244,3 +244,18 @@ def test_online_statistics_pass_shows_records(capsys):
     assert float(pipeline.statistics["x"]["mean"]) == pytest.approx(1499.5)
     line = _last_line(capsys.readouterr().err)
     assert line.startswith("statistics: 100%|") and " 3000/3000 [" in line and "records/s" in line
+
+
+def test_first_open_of_a_remote_shard_set_shows_the_copy(tmp_path, capsys):
+    from datarax_beam.shards.writer import write_shardset
+    from datarax_beam.sources import ArrayRecordSourceConfig, ArrayRecordSourceModule
+
+    from .runners.testfs import PrefixFS  # registers the testfs:// scheme (a stand-in for gs://)
+
+    write_shardset(str(tmp_path / "set"), {"x": np.arange(30, dtype=np.float32)}, num_shards=3)
+    remote = PrefixFS.PREFIX + str(tmp_path / "set")
+    progress.set_enabled(True)
+    reader = ArrayRecordSourceModule(remote, ArrayRecordSourceConfig(cache_dir=str(tmp_path / "cache")))
+    assert len(reader) == 30
+    line = _last_line(capsys.readouterr().err)
+    assert line.startswith(f"fetch {remote}: 100%|") and " 30/30 [" in line and "records/s]" in line
