@@ -42,6 +42,8 @@ ENV_VAR = "DATARAX_BEAM_PROGRESS"
 #: Sub-directory of a job's temp directory holding the writers' progress files.
 PROGRESS_DIR = "progress"
 UNIT = " records"
+#: Longest wait (seconds) for the display's lock or poll thread; past it, progress is skipped.
+LOCK_TIMEOUT = 2.0
 
 _default: bool | None = None
 
@@ -80,6 +82,51 @@ def is_enabled(progress: bool | None = None, stream=None) -> bool:
         return False
 
 
+_TQDM = None
+
+
+def _tqdm_class():
+    """tqdm with a lock of its own (a thread lock, not tqdm's default process-shared one) and no
+    monitor thread: a display of ours shares no lock with other code or processes."""
+    global _TQDM
+    if _TQDM is None:
+        from tqdm import tqdm
+
+        class _Tqdm(tqdm):
+            monitor_interval = 0
+
+        _Tqdm.set_lock(threading.RLock())
+        _TQDM = _Tqdm
+    return _TQDM
+
+
+class _SafeStream:
+    """The display's stream, whose write errors are recorded instead of raised: tqdm holds its
+    lock while it writes and does not release it when a write raises."""
+
+    def __init__(self, stream):
+        self.stream, self.broken = stream, False
+
+    def write(self, text):
+        if not self.broken:
+            try:
+                return self.stream.write(text)
+            except Exception:  # noqa: BLE001 - a closed or failing terminal
+                _LOG.debug("progress display cannot write; turning it off", exc_info=True)
+                self.broken = True
+        return 0
+
+    def flush(self):
+        if not self.broken:
+            try:
+                self.stream.flush()
+            except Exception:  # noqa: BLE001
+                self.broken = True
+
+    def __getattr__(self, name):  # fileno, isatty, encoding, ...
+        return getattr(self.stream, name)
+
+
 class Bar:
     """A tqdm bar of records with a failed-records count; does nothing when disabled.
 
@@ -93,10 +140,9 @@ class Bar:
         self._lock = threading.Lock()
         if not is_enabled(enabled, stream):
             return
+        self._stream = _SafeStream(stream or sys.stderr)
         try:
-            from tqdm import tqdm
-
-            self._tqdm = tqdm(total=total, desc=desc, unit=unit, file=stream or sys.stderr,
+            self._tqdm = _tqdm_class()(total=total, desc=desc, unit=unit, file=self._stream,
                               dynamic_ncols=True, mininterval=mininterval, smoothing=0.1, leave=True,
                               bar_format=_format(total))
             if failed:
@@ -110,14 +156,19 @@ class Bar:
         return self._tqdm is not None
 
     def _safe(self, fn: Callable[[Any], None]) -> None:
-        with self._lock:
-            if self._tqdm is None:
-                return
-            try:
+        if not self._lock.acquire(timeout=LOCK_TIMEOUT):  # a stuck display: skip, never wait
+            _LOG.debug("progress display busy; update dropped")
+            return
+        try:
+            if self._tqdm is not None:
                 fn(self._tqdm)
-            except Exception:  # noqa: BLE001
-                _LOG.debug("progress display failed; turning it off", exc_info=True)
-                self._tqdm = None
+                if self._stream.broken:
+                    self._tqdm = None
+        except Exception:  # noqa: BLE001
+            _LOG.debug("progress display failed; turning it off", exc_info=True)
+            self._tqdm = None
+        finally:
+            self._lock.release()
 
     def update(self, n: int, failed: int = 0) -> None:
         """Adds ``n`` records done (``failed`` of them failed)."""
@@ -370,7 +421,7 @@ class JobProgress:
     def _stop_thread(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(timeout=LOCK_TIMEOUT)  # a daemon thread: never hold the job up
             self._thread = None
 
     def __exit__(self, *exc) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import re
+import threading
 
 import numpy as np
 import pytest
@@ -91,6 +92,14 @@ def test_a_failing_display_turns_itself_off_without_raising():
         bar.update(3)
         bar.update(3)
     assert not bar.active
+    # the failed write left no lock held: another thread (a job's poll thread) still draws
+    out = Terminal()
+    with Bar(10, "next", stream=out) as bar:
+        worker = threading.Thread(target=bar.update, args=(4,))
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive() and bar.active
+    assert " 4/10 [" in _last_line(out.getvalue())
 
 
 def test_track_yields_every_item_and_counts_records():
