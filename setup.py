@@ -33,6 +33,8 @@ setup(
         # Python < 3.9.
         "importlib_resources",
         "datasets>=2.19",
+        # progress bars of long jobs (datarax_beam.progress)
+        "tqdm>=4.62",
     ],
     extras_require={
         # Optional operators: image (DecodeImage, ResizeImage) and text (Tokenize).

@@ -4,6 +4,7 @@ The public face is this module and the topic modules ``sources``, ``operators``,
 ``transforms`` and ``runners``; everything else is internal.
 """
 
+from datarax_beam import logs as _logs  # noqa: F401 - first: drops Beam's import-time noise
 from datarax_beam.core.element import Element, RecordMetadata
 from datarax_beam.dag import OperatorNode, Pipeline, from_source
 from datarax_beam.sources.hf import from_hf  # imports `datasets` only when called

@@ -5,19 +5,21 @@ Examples::
     datarax-beam materialize my_pipeline.py:pipeline --output out/ --num-shards 8 \
         --runner DirectRunner --direct_num_workers 2 --direct_running_mode multi_processing
     datarax-beam inspect out/ --plot out.png
+
+``materialize`` shows records done / total, records/s, ETA and failed records on stderr while the
+job runs (when stderr is a terminal, or with ``--progress``); Beam's noise is filtered unless
+``--verbose``.
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
 import importlib
 import importlib.util
 import inspect
 import json
 import os
 import sys
-import threading
 import time
 import traceback
 from typing import Any
@@ -81,53 +83,6 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
-class Progress:
-    """A progress display for jobs whose output directory is local (local runners).
-
-    Every ``interval`` seconds it prints one line to ``stream`` with what the job has written so
-    far -- the shard parts under ``OUTPUT/.datarax-tmp-*/`` and the shards already renamed into
-    place (how many shards, their size on disk) -- so a long job shows it is moving. It reports
-    only what is on disk: a shard is counted from the moment its first part is opened.
-    """
-
-    def __init__(self, output_dir: str, stream=None, interval: float = 2.0):
-        self.output_dir, self.stream, self.interval = output_dir, stream or sys.stderr, interval
-        self.start, self.wall_start = time.perf_counter(), time.time()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def snapshot(self) -> str:
-        """The current progress line."""
-        paths = glob.glob(os.path.join(self.output_dir, ".datarax-tmp-*", "data-*"))
-        paths += glob.glob(os.path.join(self.output_dir, "data-*-of-*.array_record"))  # renamed
-        shards, size = set(), 0
-        for p in paths:
-            try:
-                stat = os.stat(p)
-            except OSError:  # renamed or removed at commit meanwhile
-                continue
-            if stat.st_mtime >= self.wall_start - 1:  # not a leftover of an overwritten set
-                shards.add(os.path.basename(p).split(".array_record")[0])
-                size += stat.st_size
-        return (f"materialize: {time.perf_counter() - self.start:6.1f} s  "
-                f"{len(shards)} shards written or being written, {_mib(size)} on disk")
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            print(self.snapshot(), file=self.stream, flush=True)
-
-    def __enter__(self) -> Progress:
-        if self.interval > 0 and "://" not in self.output_dir:
-            self._thread = threading.Thread(target=self._loop, name="datarax-progress", daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-
-
 def summary(shardset, counts: dict[str, int], seconds: float) -> str:
     """The lines ``materialize`` prints when the job has committed."""
     n = shardset.num_records
@@ -172,10 +127,11 @@ def _cmd_materialize(args: argparse.Namespace, beam_args: list[str]) -> int:
     if not args.quiet:
         print(f"materialize: {args.target} -> {args.output} on {runner or 'DirectRunner (in-process)'}",
               flush=True)
+    kwargs["progress"] = False if args.quiet or args.progress_interval == 0 else args.progress
+    kwargs["log_level"] = args.log_level
     start = time.perf_counter()
     try:
-        with Progress(args.output, interval=0 if args.quiet else args.progress_interval):
-            done = run(pipeline, args.output, **kwargs)
+        done = run(pipeline, args.output, **kwargs)
     except FileExistsError as e:
         raise CLIError(f"{e} (pass --overwrite to replace it)") from None
     seconds = time.perf_counter() - start
@@ -209,12 +165,23 @@ def _cmd_inspect(args: argparse.Namespace, extra: list[str]) -> int:
         from datarax_beam.plot import plot_shardset
 
         try:
-            plotted = plot_shardset(args.path, args.plot)
-        except ValueError as e:  # nothing numeric to plot
+            panels = plot_shardset(args.path, args.plot)
+        except ValueError as e:  # no records to plot
             raise CLIError(str(e)) from None
         # with --json, stdout stays one JSON document
-        print(f"plot of {', '.join(plotted)} written to {args.plot}", file=sys.stderr if args.json else sys.stdout)
+        what = ", ".join(f"{p.feature} ({p.chart.replace('_', ' ')})" for p in panels)
+        print(f"plot of {what} written to {args.plot}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _log_level(value: str) -> str:
+    from datarax_beam.logs import check_level
+
+    try:
+        check_level(value)
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return value.upper()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,13 +199,20 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--on-error", choices=["dead_letter", "raise"], default=None)
     m.add_argument("--check-finite", action="store_true",
                    help="send records with NaN/inf in a float feature to the dead-letter output")
-    m.add_argument("--progress-interval", type=float, default=2.0, metavar="SECONDS",
-                   help="seconds between progress lines on stderr (0: none)")
+    m.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show records done / total, records/s, ETA and failed records on stderr "
+                        "(default: when stderr is a terminal)")
+    m.add_argument("--progress-interval", type=float, default=None, help=argparse.SUPPRESS)  # 0: --no-progress
     m.add_argument("--quiet", action="store_true", help="print only the final summary")
+    m.add_argument("--verbose", dest="log_level", action="store_const", const="INFO", default=None,
+                   help="show Beam's INFO messages and the warnings filtered by default")
+    m.add_argument("--log-level", dest="log_level", type=_log_level, metavar="LEVEL",
+                   help="Beam's messages shown (DEBUG, INFO, WARNING, ERROR); default WARNING, less known noise")
     m.set_defaults(func=_cmd_materialize)
     i = sub.add_parser("inspect", allow_abbrev=False, help="describe a shard set: schema, counts, sizes, a sample")
     i.add_argument("path")
-    i.add_argument("--plot", metavar="PNG", help="write histograms (and sample images) to this PNG")
+    i.add_argument("--plot", metavar="PNG", help="write a PNG with a panel per feature: bar charts of "
+                   "categories and vocabulary ids, top strings, sample images, histograms")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
     i.set_defaults(func=_cmd_inspect)
     return parser
@@ -247,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    if getattr(args, "log_level", None):  # before Beam is imported: its import-time noise too
+        import logging
+
+        from datarax_beam import logs
+
+        logging.basicConfig()
+        logs.set_level(args.log_level)
     try:
         return args.func(args, extra)
     except CLIError as e:

@@ -47,6 +47,7 @@ from datarax_beam.dag.order import epoch_records, shuffle_indices, shuffle_rng
 from datarax_beam.kernels import ChainKernel
 from datarax_beam.kernels.device import to_device
 from datarax_beam.operators.statistics import bind_statistics
+from datarax_beam.progress import track
 from datarax_beam.statistics import BLOCK_SIZE, Statistics, compute_over_batches, load_statistics
 
 
@@ -167,7 +168,8 @@ class Pipeline(nnx.Module, pytree=False):
                     idx = np.array([i for i, _ in batch], dtype=np.int64)
                     yield kernel(cols.columns_from_records([e.data for _, e in batch]), idx, 0), idx
 
-        return compute_over_batches(specs, batches())
+        n = len(self.source) if self.source.is_random_access else None
+        return compute_over_batches(specs, track(batches(), n, "statistics", count=lambda b: len(b[1])))
 
     def fingerprint(self) -> str:
         """Identifies the operator chain (code, configs, seeds); statistics are recorded apart."""

@@ -17,10 +17,12 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, WorkerOptions
 from apache_beam.runners.runner import PipelineState
 
+from datarax_beam import logs
 from datarax_beam.dag.pipeline import Pipeline
+from datarax_beam.progress import JobProgress, is_enabled
 from datarax_beam.runners import graph
 from datarax_beam.runners.graph import default_num_shards
 from datarax_beam.runners.options import (
@@ -129,6 +131,8 @@ def run(
     check_finite: bool = False,
     max_failed_fraction: float = MAX_FAILED_FRACTION,
     schema: Schema | Mapping[str, Any] | None = None,
+    progress: bool | None = None,
+    log_level: str | int | None = None,
 ) -> Materialized:
     """Like `materialize`, but also returns the Beam `PipelineResult` (metrics, state)."""
     declared = _check(pipeline, output_dir, num_shards, compression, batch_size, on_error, check_finite,
@@ -137,6 +141,9 @@ def run(
     if files.is_local(output_dir):
         output_dir = os.path.abspath(output_dir)
     opts = build_options(options)
+    is_enabled(progress)  # checks its type
+    if log_level is not None:  # the workers' level too (the runner reads it when it is made)
+        opts.view_as(WorkerOptions).default_sdk_harness_log_level = str(logs.check_level(log_level))
     _refuse_committed(output_dir, overwrite)
     source = pipeline.source
     bs = batch_size or pipeline.batch_size
@@ -171,15 +178,19 @@ def run(
                         schema_note=note)
         p = beam.Pipeline(runner=make_runner(opts), options=opts)
         graph.build(p, pipeline, job, commit, bs, policy, single_worker=single, token=token)
+        total = sum(job.shard_sizes) if job.shard_sizes else None
         try:
-            result = p.run()
-            state = result.wait_until_finish()
+            with logs.level(log_level), JobProgress(tmp_dir, total, enabled=progress) as display:
+                result = p.run()
+                display.attach(result)  # live Beam metrics, where the runner reports them
+                state = result.wait_until_finish()
+                shardset = read_committed(output_dir) if state == PipelineState.DONE else None
+                display.finish(shardset)
         finally:
             if token is not None:
                 unregister_in_process(token)
         if state != PipelineState.DONE:
             raise RuntimeError(f"The {runner_name(opts)} job ended in state {state}; nothing was committed")
-        shardset = read_committed(output_dir)
     except BaseException:
         remove_uncommitted(output_dir, tmp_dir, planned, lambda: committed_paths(output_dir))
         raise
@@ -203,6 +214,8 @@ def materialize(
     check_finite: bool = False,
     max_failed_fraction: float = MAX_FAILED_FRACTION,
     schema: Schema | Mapping[str, Any] | None = None,
+    progress: bool | None = None,
+    log_level: str | int | None = None,
 ) -> ShardSet:
     """Runs ``pipeline`` on Apache Beam and commits its output as an ArrayRecord shard set.
 
@@ -239,6 +252,11 @@ def materialize(
       schema: the shard set's schema (a `Schema`, e.g. ``Schema.infer(example_columns)``, or its
         JSON form) instead of the one fixed from the first batch; records that do not fit it
         are dead letters of stage ``encode``.
+      progress: show records done / total, records/s, ETA and failed records on stderr
+        (default: when stderr is a terminal; see `datarax_beam.progress`).
+      log_level: Beam's messages shown, in this process and the workers: None or ``"WARNING"``
+        (default) drops known noise; ``"INFO"``/``"DEBUG"`` shows everything
+        (see `datarax_beam.logs`).
 
     Returns:
       the committed `ShardSet` (path, record count, shard paths and checksums, schema, job id,
@@ -262,7 +280,8 @@ def materialize(
     return run(pipeline, output_dir, num_shards=num_shards, shuffle=shuffle, seed=seed,
                options=options, compression=compression, overwrite=overwrite,
                batch_size=batch_size, on_error=on_error, check_finite=check_finite,
-               max_failed_fraction=max_failed_fraction, schema=schema).shardset
+               max_failed_fraction=max_failed_fraction, schema=schema,
+               progress=progress, log_level=log_level).shardset
 
 
 def counters(result: Any) -> dict[str, int]:

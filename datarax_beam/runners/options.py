@@ -118,6 +118,8 @@ def make_runner(options: PipelineOptions):
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
+    from datarax_beam.runners.quiet import FnApiRunner  # workers start without Beam's log noise
+
     direct = options.view_as(DirectOptions)
     if direct.direct_running_mode == "in_memory" and (direct.direct_num_workers or 1) != 1:
         raise ValueError(
@@ -126,4 +128,4 @@ def make_runner(options: PipelineOptions):
         )
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    return fn_runner.FnApiRunner(provision_info=info)
+    return FnApiRunner(provision_info=info)

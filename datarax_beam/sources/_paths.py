@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Sequence
 
+from datarax_beam.progress import Bar
 from datarax_beam.shards.codec import SchemaError
 from datarax_beam.shards.shardset import SHARDSET_FILE, ShardInfo, ShardSet, load_shardset
 
@@ -167,6 +168,7 @@ def _fetch(shardset: ShardSet, cache_dir: str | None) -> list[str]:
     key = f"{shardset.path}|{shardset.job_id}|{shardset.fingerprint}|{shardset.total_bytes}"
     legacy = os.path.join(root, hashlib.sha256(key.encode()).hexdigest()[:16])
     local = []
+    bar = Bar(shardset.num_records, f"fetch {shardset.path}", failed=False)  # progress of the copy
     for info, remote in zip(shardset.shards, shardset.shard_paths, strict=True):
         if info.sha256:
             dest = os.path.join(root, "sha256", f"{info.sha256}.array_record")
@@ -183,4 +185,6 @@ def _fetch(shardset: ShardSet, cache_dir: str | None) -> list[str]:
                     f"{info.num_bytes}: the shard set changed or the copy is corrupt"
                 )
         local.append(dest)
+        bar.update(info.num_records)
+    bar.close()
     return local

@@ -30,6 +30,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
+from datarax_beam.progress import Reporter
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.checksum import sha256_file
 from datarax_beam.shards.codec import Schema, SchemaError
@@ -112,6 +113,10 @@ class _WriterBase(beam.DoFn):
         self._failed = Metrics.counter(NAMESPACE, "records_failed")
         self._bytes = Metrics.counter(NAMESPACE, "bytes_written")
         self._encoded = Metrics.counter(NAMESPACE, "record_bytes_encoded")
+        self._progress = Reporter(commit.tmp_dir)  # records done, for the driver's progress display
+
+    def finish_bundle(self):
+        self._progress.flush()
 
     def setup(self):
         self._schema = Schema.from_json(self._schema_json)
@@ -158,8 +163,10 @@ class WriteChunksFn(_WriterBase):
         self._encoded.inc(part.write(records))
         part.failures.extend(chunk.failures)
         part.stop = hi
+        self._progress.add(len(records), len(chunk.failures))
 
     def finish_bundle(self):
+        self._progress.flush()
         if self._part is not None:
             info, self._part = self._close(self._part), None
             yield GlobalWindows.windowed_value(info)
@@ -224,6 +231,7 @@ class WriteGroupFn(_WriterBase):
             else:
                 self._encoded.inc(part.write([record]))
         part.stop = start + len(events)
+        self._progress.add(sum(e[1] is not None for e in events), sum(e[1] is None for e in events))
         yield self._close(part)
 
 

@@ -3,11 +3,14 @@ the user errors (bad target specs, paths that are not shard sets) with their one
 
 from __future__ import annotations
 
-import io
+import fcntl
 import json
 import os
+import re
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 
 import numpy as np
@@ -101,24 +104,6 @@ def test_materialize_prints_progress_and_summary(pipeline_file, tmp_path, capsys
     assert rc == 0 and stdout.startswith(f"wrote {N} records in 1 shard (")
 
 
-def test_progress_line_counts_parts_on_disk(tmp_path):
-    tmp = tmp_path / ".datarax-tmp-abc"
-    tmp.mkdir()
-    (tmp / "data-00000-of-00004.array_record.0.aa").write_bytes(b"x" * 2**20)
-    (tmp / "data-00000-of-00004.array_record.16.bb").write_bytes(b"x" * 2**19)
-    (tmp / "data-00002-of-00004.array_record.0.cc").write_bytes(b"x" * 2**19)
-    (tmp_path / "data-00001-of-00004.array_record").write_bytes(b"x" * 2**19)  # renamed at commit
-    (tmp_path / "data-00003-of-00004.array_record").write_bytes(b"x" * 2**19)  # an old leftover
-    os.utime(tmp_path / "data-00003-of-00004.array_record", (1e9, 1e9))
-    stream = io.StringIO()
-    progress = cli.Progress(str(tmp_path), stream=stream, interval=0)
-    line = progress.snapshot()
-    assert line.startswith("materialize:") and line.endswith("3 shards written or being written, 2.5 MiB on disk")
-    with progress:  # interval 0: no thread, nothing printed
-        pass
-    assert stream.getvalue() == ""
-
-
 def test_inspect_prints_schema_counts_and_a_sample(shard_dir, capsys):
     rc, out, err = run_cli(capsys, "inspect", shard_dir)
     assert rc == 0 and err == ""
@@ -148,17 +133,19 @@ def test_inspect_json(shard_dir, tmp_path, capsys):
     assert np.asarray(info["sample"]["image"]).shape == (8, 8)
     assert info["schema"][0] == {"name": "image", "kind": "tensor", "dtype": "<f4", "shape": [8, 8]}
     rc, out, err = run_cli(capsys, "inspect", shard_dir, "--json", "--plot", str(tmp_path / "p.png"))
-    assert rc == 0 and json.loads(out) == info and err.startswith("plot of image, label written")
+    assert rc == 0 and json.loads(out) == info
+    assert err.startswith("plot of image (images), label (bar), name (top values) written")
 
 
 def test_inspect_plot_writes_a_png(shard_dir, tmp_path, capsys):
     png = tmp_path / "out.png"
     rc, out, _ = run_cli(capsys, "inspect", shard_dir, "--plot", str(png))
-    assert rc == 0 and out.splitlines()[-1] == f"plot of image, label written to {png}"
-    data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert width >= 400 and height >= 400 and len(data) > 10_000
+    assert rc == 0 and out.splitlines()[-1] == \
+        f"plot of image (images), label (bar), name (top values) written to {png}"
+    import matplotlib.image
+
+    img = matplotlib.image.imread(str(png))  # a grid of 16 images, then two bar charts
+    assert img.shape[1] == 720 and img.shape[0] > 3 * 220
 
 
 @pytest.mark.parametrize(
@@ -239,3 +226,72 @@ def test_failed_records_are_reported_by_materialize_and_inspect(tmp_path, capsys
     assert f"  2 records failed: see {out}/errors/ (datarax-beam inspect {out})" in stdout.splitlines()
     rc, stdout, _ = run_cli(capsys, "inspect", out)
     assert rc == 0 and "errors      2 failed records, 2 dead-letter entries" in stdout.splitlines()
+
+
+NOISE = ("apitools not found", "Discarding unparseable args", "Logging handler created",
+         "No semi_persistent_directory", "Worker: severity")
+
+
+def run_in_terminal(argv: list[str]) -> tuple[int, str, str]:
+    """Runs ``argv`` with stderr on a pseudo-terminal (200 columns); returns (exit status,
+    stdout, what the terminal showed), reading until every process holding it has exited."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 200, 0, 0))
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("DATARAX_BEAM_PROGRESS", None)
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    shown = []
+    while True:
+        try:
+            data = os.read(master, 1 << 16)
+        except OSError:  # EIO: the terminal has no writer left
+            break
+        if not data:
+            break
+        shown.append(data)
+    os.close(master)
+    stdout = proc.stdout.read().decode()
+    proc.stdout.close()
+    return proc.wait(), stdout, b"".join(shown).decode(errors="replace")
+
+
+def test_materialize_in_a_terminal_shows_records_and_rate_and_no_beam_noise(pipeline_file, tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "datarax-beam")
+    out = str(tmp_path / "o")
+    rc, stdout, terminal = run_in_terminal([
+        script, "materialize", f"{pipeline_file}:pipeline", "--output", out, "--num-shards", "3",
+        "--runner", "DirectRunner", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"])
+    assert rc == 0, terminal
+    assert stdout.splitlines()[1].startswith(f"wrote {N} records in 3 shards")
+    lines = [s for s in re.split(r"[\r\n]+", terminal) if s.strip()]
+    assert lines[0].startswith("materialize:   0%|") and f" 0/{N} [" in lines[0]
+    final = lines[-1]
+    assert final.startswith("materialize: 100%|") and f" {N}/{N} [" in final, terminal
+    assert re.search(r"\[\d\d:\d\d<00:00, +[\d.]+ records/s, 0 failed\] *$", final), final
+    assert set(lines) <= {s for s in lines if s.startswith("materialize: ")}, terminal  # nothing else
+    assert not [s for s in lines if any(n in s for n in NOISE)]
+
+
+def test_verbose_brings_beams_messages_back(pipeline_file, tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "datarax-beam")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    done = subprocess.run([script, "materialize", f"{pipeline_file}:pipeline", "--output", str(tmp_path / "o"),
+                           "--verbose"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "apitools not found" in done.stderr and "INFO:apache_beam" in done.stderr
+    assert "records/s" not in done.stderr  # stderr is not a terminal: no progress
+
+
+def test_progress_and_log_level_flags(pipeline_file, tmp_path, capsys):
+    out = str(tmp_path / "o")
+    rc, stdout, err = run_cli(capsys, "materialize", f"{pipeline_file}:pipeline", "--output", out,
+                              "--progress", "--log-level", "warning")
+    assert rc == 0 and stdout.splitlines()[1].startswith(f"wrote {N} records")
+    assert f" {N}/{N} [" in err and "records/s, 0 failed]" in err
+    rc, _, err = run_cli(capsys, "materialize", f"{pipeline_file}:pipeline", "--output", out,
+                         "--overwrite", "--progress", "--quiet")
+    assert rc == 0 and err == ""  # --quiet wins
+    with pytest.raises(SystemExit) as e:
+        cli.main(["materialize", f"{pipeline_file}:pipeline", "--output", out, "--log-level", "LOUD"])
+    assert e.value.code == 2 and "argument --log-level: Unknown `log_level` 'LOUD'" in capsys.readouterr().err

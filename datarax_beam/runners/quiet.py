@@ -1,0 +1,55 @@
+"""DirectRunner's FnApiRunner with quiet worker processes (see `datarax_beam.logs`).
+
+With ``--direct_running_mode=multi_processing`` Beam starts each worker as
+``python -m apache_beam.runners.worker.sdk_worker_main``; this runner starts
+``python -m datarax_beam._beam_worker`` instead (the same worker, with its logging set up before
+Beam's import can), and while the job runs the driver does not repeat the workers' log lines
+(they print them on the same stderr). At log level INFO or DEBUG
+(``--default_sdk_harness_log_level``, set by ``materialize(..., log_level=...)``) nothing changes:
+Beam's own workers run and every line is shown.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+from apache_beam.options.pipeline_options import WorkerOptions
+from apache_beam.portability import python_urns
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+
+from datarax_beam import logs
+
+BEAM_WORKER = b" -m apache_beam.runners.worker.sdk_worker_main"
+QUIET_WORKER = "datarax_beam._beam_worker"
+
+
+def quiet_workers(pipeline_proto) -> int:
+    """Points Beam's subprocess worker environments at `QUIET_WORKER`; returns how many."""
+    changed = 0
+    for env in pipeline_proto.components.environments.values():
+        if env.urn == python_urns.SUBPROCESS_SDK and env.payload.endswith(BEAM_WORKER):
+            env.payload = f"{shlex.quote(sys.executable)} -m {QUIET_WORKER}".encode()
+            changed += 1
+    return changed
+
+
+def wants_quiet(options) -> bool:
+    """Whether the job's ``--default_sdk_harness_log_level`` (else `logs.get_level`) is
+    WARNING or above."""
+    level = options.view_as(WorkerOptions).default_sdk_harness_log_level
+    try:
+        return logs.is_quiet(level) if level else logs.is_quiet()
+    except (TypeError, ValueError):  # an unknown level: Beam's own worker reports it
+        return False
+
+
+class FnApiRunner(fn_runner.FnApiRunner):
+    """`fn_runner.FnApiRunner` whose worker processes start quietly unless the job's
+    ``--default_sdk_harness_log_level`` is INFO or DEBUG."""
+
+    def run_via_runner_api(self, pipeline_proto, options):
+        if not (wants_quiet(options) and quiet_workers(pipeline_proto)):
+            return super().run_via_runner_api(pipeline_proto, options)
+        with logs.worker_copies_dropped():
+            return super().run_via_runner_api(pipeline_proto, options)
