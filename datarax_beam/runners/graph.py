@@ -16,7 +16,7 @@ import apache_beam as beam
 import numpy as np
 
 from datarax_beam.dag.pipeline import Pipeline
-from datarax_beam.operators.statistics import bind_statistics, statistics_consumers
+from datarax_beam.operators.statistics import StatisticsOperator, analysis_plan, bind_statistics
 from datarax_beam.shards import shardset as ss
 from datarax_beam.statistics import BLOCK_SIZE, Statistics
 from datarax_beam.transforms.commit import Commit
@@ -75,33 +75,34 @@ def plan(pipeline: Pipeline, num_shards: int | None, shuffle: bool, seed: int) -
 
 
 def _statistics_graph(p, pipeline: Pipeline, batch_size: int, read_for_analysis, policy: ErrorPolicy):
-    """Adds one Beam analysis branch per operator that needs statistics not given.
+    """Adds one Beam analysis branch per pass of `analysis_plan` (the passes online analysis makes).
 
     Each branch reads the source again (index order, epoch 0, one chunk per statistics block),
-    runs the operators before the consumer, and analyzes their output (`AnalyzeStatistics`).
+    runs the operators before the pass, and analyzes their output (`AnalyzeStatistics`); a pass
+    covers every consumer whose analyzed features the operators between them leave alone.
     Returns (operators, static statistics JSON or None, statistics side input or None): when
     every statistic is given, the operators are bound here and no branch is added.
     """
     operators = list(pipeline.operators)
     given = Statistics(pipeline._given_statistics or {})
     known = set(given)
+    for op in operators:  # already bound consumers keep their statistics (as online)
+        if isinstance(op, StatisticsOperator) and op.is_bound:
+            known.update(op.bound_statistics)
     stats_pc = None
-    for k in statistics_consumers(operators):
-        missing = [s for s in operators[k].statistics_specs() if s.name not in known]
-        if not missing:
-            continue
+    # the passes online analysis makes (`analysis_plan`): one branch per pass, not per consumer
+    for k, specs in analysis_plan(operators, known):
         if stats_pc is None:
             stats_pc = p | "GivenStatistics" >> beam.Create([given.to_json()])
-        needs = any(i in statistics_consumers(operators) for i in range(k))
+        needs = any(isinstance(op, StatisticsOperator) and not op.is_bound for op in operators[:k])
         new = (
             read_for_analysis(f"AnalyzeRead{k}")
             | f"AnalyzeOperators{k}" >> ApplyOperators(operators[:k], batch_size, epoch=0,
                                                        statistics=stats_pc if needs else None,
                                                        policy=policy, prefix=ANALYSIS)
-            | f"Analyze{k}" >> AnalyzeStatistics(missing)
+            | f"Analyze{k}" >> AnalyzeStatistics(specs)
         )
         stats_pc = add_statistics(stats_pc, new, f"Statistics{k}")
-        known |= {s.name for s in missing}
     if stats_pc is not None:
         return operators, None, stats_pc
 
