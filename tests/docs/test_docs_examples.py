@@ -1,16 +1,15 @@
 """Every ```python block of docs/*.md and README.md runs, in order, as the reader would run it.
 
-Each document gets a fresh working directory, offline Hugging Face settings, and its own setup
-(`SETUP`): data the prose says exists (``out_dir`` for format.md),
-TFDS's ``mock_data`` for sources.md. Blocks of one document share one namespace and run top to
-bottom, so a block may use what an earlier one defined. After the blocks, `CHECKS` assert what the
+Each document runs alone: an empty working directory, offline Hugging Face settings, and nothing
+else — a page makes the data it needs in its own blocks (format.md writes ``out_dir``, sources.md
+puts TFDS's ``mock_data`` in MNIST's place). Blocks of one document share one namespace and run
+top to bottom, so a block may use what an earlier one defined. After the blocks, `CHECKS` assert what the
 prose promises. A block is left out only when the line before its fence is
 ``<!-- no-test: reason -->`` (configuration snippets that need a cluster); keep that rare.
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import re
@@ -38,27 +37,6 @@ def python_blocks(path: str) -> list[tuple[int, str, str | None]]:
         line = text.count("\n", 0, m.start(1)) + 1
         blocks.append((line, m.group(1), reason.group(1) if reason else None))
     return blocks
-
-
-# -- per-document setup: what the prose assumes exists --------------------------------------------
-def setup_format(ns: dict):
-    from datarax_beam.shards.writer import write_shardset
-
-    batch = {"x": np.arange(12, dtype=np.float32).reshape(6, 2), "label": np.arange(6, dtype=np.int32),
-             "s": np.array([f"s{i}" for i in range(6)], dtype=object),
-             "r": np.array([np.arange(i, dtype=np.int16) for i in range(6)], dtype=object)}
-    write_shardset("out_dir", batch, num_shards=2)
-    ns["_expected"] = batch
-    return contextlib.nullcontext()
-
-
-def setup_sources(ns: dict):
-    import tensorflow_datasets as tfds
-
-    return tfds.testing.mock_data(num_examples=100)
-
-
-SETUP = {"format.md": setup_format, "sources.md": setup_sources}
 
 
 # -- per-document checks: what the prose promises --------------------------------------------------
@@ -102,12 +80,11 @@ def test_doc_examples_run(doc, tmp_path, monkeypatch, offline_hf):
     work.mkdir()
     monkeypatch.chdir(work)
     ns: dict = {"__name__": f"docs_{name.replace('.', '_')}"}
-    with SETUP.get(name, lambda ns: contextlib.nullcontext())(ns):
-        for line, code, _ in blocks:
-            # pad so that tracebacks give the line number in the markdown file
-            exec(compile("\n" * (line - 1) + code, doc, "exec"), ns)
-        if name in CHECKS:
-            CHECKS[name](ns)
+    for line, code, _ in blocks:
+        # pad so that tracebacks give the line number in the markdown file
+        exec(compile("\n" * (line - 1) + code, doc, "exec"), ns)
+    if name in CHECKS:
+        CHECKS[name](ns)
 
 
 def test_every_doc_is_linked_and_opt_outs_are_rare():
