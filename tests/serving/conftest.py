@@ -1,0 +1,28 @@
+"""One materialized shard set of the reference chain, with its transform exported next to it
+(as materialize's hook does), shared by the serving tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datarax_beam.runners import materialize, options
+from datarax_beam.serving import export_next_to
+from datarax_beam.sources import ArrayRecordSourceModule
+
+from .chains import N, pipeline, raw_records
+
+
+@pytest.fixture(scope="session")
+def materialized(tmp_path_factory):
+    """(shard-set directory, the export record, the records read back from the shards)."""
+    out = str(tmp_path_factory.mktemp("serving") / "train")
+    shardset = materialize(pipeline(), out, num_shards=2, options=options.in_process())
+    record = export_next_to(pipeline(), shardset)
+    reader = ArrayRecordSourceModule(out)
+    return out, record, dict(reader.get_batch(np.arange(N)))
+
+
+@pytest.fixture(scope="session")
+def raw():
+    return raw_records()
