@@ -112,39 +112,59 @@ def _symbolic_specs(fed, size):
     return values, jax.ShapeDtypeStruct((size,), np.int32), jax.ShapeDtypeStruct((), np.int32)
 
 
-def _trace(group, batch, dead=frozenset()):
+def _trace(group, batch, info: TraceInfo, dead=frozenset()):
     ops = [op for _, op in group]
-    info = TraceInfo()
-    fn, fed = chain_function(ops, (None,) * len(ops), signature(batch, 1), info, dead)
-    return fn, fed, info
+    return chain_function(ops, (None,) * len(ops), signature(batch, 1), info, dead)
 
 
-def _failed(group, info: TraceInfo) -> str:
-    position, op = group[max(info.failed_at, 0)]
-    return f"Operator {op.name!r} (position {position}, {type(op).__name__})"
+def _export(group, batch, platforms, info: TraceInfo):
+    """``(exported, fed)`` of a run of JAX operators; raises what tracing or lowering raises."""
+    from jax import export as jax_export
+
+    fn, fed = _trace(group, batch, info)
+    jaxpr = jax.jit(fn).trace(*_symbolic_specs(fed, 1)).jaxpr.jaxpr  # which inputs are read
+    live = live_inputs(jaxpr, len(fed))
+    fn, fed = _trace(group, batch, info, frozenset(f[0] for i, f in enumerate(fed) if i not in live))
+    (size,) = jax_export.symbolic_shape("b")
+    return jax_export.export(jax.jit(fn), platforms=tuple(platforms))(*_symbolic_specs(fed, size)), fed
+
+
+def _culprit(group, batch, platforms) -> str:
+    """Which operator of a segment that failed to lower fails alone (an error path only)."""
+    from datarax_beam.kernels import ChainKernel
+
+    indices = np.arange(cols.num_rows(batch))
+    for position, op in group:
+        try:
+            _export([(position, op)], batch, platforms, TraceInfo())
+        except Exception:  # noqa: BLE001 - this one fails alone: name it
+            return f"Operator {op.name!r} (position {position}, {type(op).__name__})"
+        batch = ChainKernel([op])(batch, indices)
+    return f"The JAX segment {[op.name for _, op in group]} (positions {[p for p, _ in group]})"
 
 
 def _jax_step(k: int, group, batch: Mapping[str, Any], platforms: Sequence[str], files: dict[str, bytes]):
-    from jax import export as jax_export
-
     names = tuple(op.name for _, op in group)
-    fn, fed, info = _trace(group, batch)
+    info = TraceInfo()
     try:
-        jaxpr = jax.jit(fn).trace(*_symbolic_specs(fed, 1)).jaxpr.jaxpr  # which inputs are read
-        live = live_inputs(jaxpr, len(fed))
-        fn, fed, info = _trace(group, batch, frozenset(f[0] for i, f in enumerate(fed) if i not in live))
-        (size,) = jax_export.symbolic_shape("b")
-        exported = jax_export.export(jax.jit(fn), platforms=tuple(platforms))(*_symbolic_specs(fed, size))
+        exported, fed = _export(group, batch, platforms, info)
     except NeedsRecordPath as need:
+        position, op = group[max(info.failed_at, 0)]
         raise fmt.ExportError(
-            f"{_failed(group, info)} uses the value of {need.kind} feature {need.feature!r} ({need.use}) in "
-            f"JAX, which runs only on the per-record path and cannot be exported. Use a built-in host "
-            f"operator for it (e.g. VocabularyLookup, Tokenize), or pad ragged features to a fixed shape first"
+            f"Operator {op.name!r} (position {position}, {type(op).__name__}) uses the value of {need.kind} "
+            f"feature {need.feature!r} ({need.use}) in JAX, which runs only on the per-record path and cannot "
+            f"be exported. Use a built-in host operator for it (e.g. VocabularyLookup, Tokenize), or pad "
+            f"ragged features to a fixed shape first"
         ) from None
     except Exception as exc:  # noqa: BLE001 - re-raised naming the operator
+        if info.failed_at >= 0:
+            position, op = group[info.failed_at]
+            who = f"Operator {op.name!r} (position {position}, {type(op).__name__}) failed while traced and"
+        else:
+            who = _culprit(group, batch, platforms)
         raise fmt.ExportError(
-            f"{_failed(group, info)} of the JAX segment {list(names)} could not be exported with a symbolic "
-            f"batch size for platforms {list(platforms)}: {type(exc).__name__}: {exc}") from exc
+            f"{who} could not be exported with a symbolic batch size for platforms {list(platforms)}: "
+            f"{type(exc).__name__}: {exc}") from exc
     try:
         blob = bytes(exported.serialize())
     except ImportError as err:
