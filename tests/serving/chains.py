@@ -61,8 +61,14 @@ def assert_same(got: dict, want: dict) -> None:
     for k in want:
         g, w = np.asarray(got[k]), np.asarray(want[k])
         assert g.dtype == w.dtype and g.shape == w.shape, (k, g.dtype, g.shape, w.dtype, w.shape)
-        if w.dtype == object:
-            assert g.tolist() == w.tolist(), k
+        if w.dtype == object:  # text, bytes, or ragged arrays (each compared bit for bit)
+            assert len(g) == len(w), k
+            for a, b in zip(g, w, strict=True):
+                if isinstance(b, np.ndarray):
+                    assert isinstance(a, np.ndarray) and (a.dtype, a.shape) == (b.dtype, b.shape), k
+                    assert a.tobytes() == b.tobytes(), k
+                else:
+                    assert type(a) is type(b) and a == b, k
         else:
             assert g.tobytes() == w.tobytes(), k
 
