@@ -7,6 +7,16 @@ and files, rebuilt by its ``from_config`` when loaded), each run of JAX operator
 ``jax.export`` function (StableHLO) with a symbolic batch size ``b``, lowered for CPU and CUDA.
 The first records of the source fix the input schema; they are run through the exported steps
 (as the loader will run them) to fix the output schema.
+
+Example:
+  >>> import tempfile, numpy as np
+  >>> from datarax_beam import from_source
+  >>> from datarax_beam.operators.statistics import Normalize
+  >>> from datarax_beam.sources import MemorySource
+  >>> chain = from_source(MemorySource(data={"x": np.arange(4, dtype=np.float32)}), 2) >> Normalize("x", axes="all")
+  >>> manifest, files = build(chain)   # what export_transform writes
+  >>> [s["kind"] for s in manifest["steps"]], sorted(files)
+  (['jax'], ['statistics.json', 'steps/00.jax'])
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from datarax_beam.serving.load import (
     JaxRunner,
     Transform,
     deserialize,
+    device_platform,
     load_transform,
     read_file,
 )
@@ -191,6 +202,12 @@ def build(pipeline: Pipeline, platforms: Sequence[str] = PLATFORMS,
     platforms = tuple(platforms)
     if not platforms or not all(p in ("cpu", "cuda", "rocm", "tpu") for p in platforms):
         raise ValueError(f"`platforms` must name some of 'cpu', 'cuda', 'rocm', 'tpu', got {platforms!r}")
+    devices = [*jax.devices("cpu"), *jax.devices()]
+    local = {device_platform(d) for d in devices}
+    if not local & set(platforms):
+        raise ValueError(f"`platforms` {list(platforms)} include none of this machine's ({sorted(local)}): the export "
+                         f"runs its steps on a few records to check them and fix the output schema; add "
+                         f"{sorted(local)[0]!r}")
     ops = pipeline.bound_operators()
     dropped = [{"name": op.name, "type": type(op).__name__, "position": i, "reason": "stochastic (training only)"}
                for i, op in enumerate(ops) if op.stochastic]
@@ -198,7 +215,7 @@ def build(pipeline: Pipeline, platforms: Sequence[str] = PLATFORMS,
     sample = _sample(pipeline)
     files: dict[str, bytes] = {}
     steps = []
-    device = jax.devices("cpu")[0] if "cpu" in platforms else jax.devices()[0]
+    device = next(d for d in devices if device_platform(d) in platforms)
     pool = _Pool(default_threads())
     batch, indices = dict(sample), np.arange(cols.num_rows(sample), dtype=np.int64)
     try:
@@ -283,7 +300,7 @@ def write(path: str, manifest: Mapping[str, Any], files: Mapping[str, bytes], ov
 
 
 def export_transform(pipeline: Pipeline | str | os.PathLike, path: str | os.PathLike, *,
-                     statistics: Mapping[str, Any] | str | None = None, overwrite: bool = False,
+                     statistics: Mapping[str, Any] | str | os.PathLike | None = None, overwrite: bool = False,
                      platforms: Sequence[str] = PLATFORMS) -> Transform:
     """Writes the deterministic part of a pipeline's chain to ``path``, for serving.
 
@@ -293,7 +310,8 @@ def export_transform(pipeline: Pipeline | str | os.PathLike, path: str | os.Path
         by `export_next_to`), which is then copied to ``path``.
       path: a new (or empty) local directory.
       statistics: statistics to bake in instead of analyzing the source (e.g. a materialized
-        training set's ``shardset.statistics``, or its directory).
+        training set's ``shardset.statistics``, or its directory: the transform then applies
+        exactly that training set's normalization and vocabularies).
       overwrite: replace a transform already at ``path``.
       platforms: what the JAX steps are lowered for (default CPU and CUDA).
 
@@ -323,7 +341,7 @@ def export_transform(pipeline: Pipeline | str | os.PathLike, path: str | os.Path
         raise TypeError(f"`pipeline` must be a Pipeline or a shard-set directory, got {type(pipeline).__name__}")
     _local(path)
     if statistics is not None:
-        pipeline = pipeline.with_statistics(statistics)
+        pipeline = pipeline.with_statistics(os.fspath(statistics) if isinstance(statistics, os.PathLike) else statistics)
     manifest, files = build(pipeline, platforms)
     write(path, manifest, files, overwrite)
     return load_transform(path)

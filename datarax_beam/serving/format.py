@@ -11,6 +11,12 @@ The manifest is untrusted input: `parse_manifest` validates it whole (types, ver
 that stay inside the directory, operators from a fixed list) before anything is used, and every
 error names the field and the value. Nothing is ever unpickled; host operators are rebuilt from
 data by their own ``from_config``.
+
+Example:
+  >>> parse_manifest({"format": FORMAT, "format_version": 99})
+  Traceback (most recent call last):
+  ...
+  datarax_beam.serving.format.TransformFormatError: transform.json: field 'format_version' is 99; expected 1: ...
 """
 
 from __future__ import annotations
@@ -138,7 +144,8 @@ class _Check:
         self.d = d
 
     def fail(self, field: str, value: Any, expected: str):
-        raise TransformFormatError(f"{self.source}: field {field!r} is {value!r:.200}; expected {expected}")
+        what = f"field {field!r}" if field else "the manifest"
+        raise TransformFormatError(f"{self.source}: {what} is {value!r:.200}; expected {expected}")
 
     def field(self, key: str) -> str:
         return f"{self.where}.{key}" if self.where else key

@@ -155,9 +155,17 @@ def test_iterator_sources_and_arguments(tmp_path):
         export_transform(p, tmp_path / "c", platforms=("metal",))
     with pytest.raises(ValueError, match="written to local directories; got 'gs://b/t'"):
         export_transform(p, "gs://b/t")
+    with pytest.raises(ValueError, match=r"`platforms` \['tpu'\] include none of this machine's \(\['cpu'\]\)"):
+        export_transform(p, tmp_path / "c", platforms=("tpu",))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(FileExistsError, match="exists and is not a directory"):
+        export_transform(p, tmp_path / "file")
+    with pytest.raises(ValueError, match=r"Source 'memory.*' yields no record; the export needs a few"):
+        export_transform(from_source(MemorySource(data={"x": np.zeros(0, np.float32)}), 8), tmp_path / "c")
     cpu_only = export_transform(p, tmp_path / "d", platforms=("cpu",))
     assert cpu_only.manifest.platforms == ("cpu",)
     assert_same(cpu_only(data), ref(data))
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "d", "file", "s"]  # no temporary directory left behind
 
 
 def test_export_next_to_a_shard_set_and_copy_it(materialized, raw, tmp_path):
@@ -168,6 +176,16 @@ def test_export_next_to_a_shard_set_and_copy_it(materialized, raw, tmp_path):
     assert_same(copy({k: v[:50] for k, v in raw.items()}), {k: v[:50] for k, v in offline.items()})
     with pytest.raises(ValueError, match="`statistics` applies to a pipeline"):
         export_transform(out, tmp_path / "x", statistics={})
+    # the same transform from the pipeline and the shard set's statistics (a path), exported anew
+    again = export_transform(pipeline(data={k: v[:10] for k, v in raw.items()}), tmp_path / "again", statistics=out)
+    assert_same(again({k: v[:50] for k, v in raw.items()}), {k: v[:50] for k, v in offline.items()})
+
+
+def test_export_next_to_a_remote_shard_set_says_why_not():
+    import types
+
+    record = export_next_to(pipeline(), types.SimpleNamespace(path="gs://bucket/set", statistics={}))
+    assert record["exported"] is False and "exporting next to a remote shard set (gs://bucket/set)" in record["reason"]
 
 
 def test_export_next_to_records_why_it_did_not_export(tmp_path):

@@ -110,6 +110,10 @@ def test_raw_input_errors_name_the_feature(materialized, raw):
         transform({**batch, "x": 3})
     with pytest.raises(TypeError, match=r"takes a dict of columns"):
         transform([batch])
+    with pytest.raises(ValueError, match=r"Feature 'amount' must be a column \(one value per record\), got a scalar"):
+        transform({**batch, "amount": np.array(2.0)})
+    with pytest.raises(ValueError, match=r"Feature 'x': cannot make <f4 values of per-record shape \[3\] from the list"):
+        transform({**batch, "x": [[1.0, 2.0, 3.0], [1.0]] * 2})
 
 
 def test_device_and_output_options(materialized, raw):
