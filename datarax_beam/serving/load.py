@@ -6,6 +6,17 @@ step is the deserialized ``jax.export`` function, called on pieces of at most `M
 each padded to a power of two by repeating its last record (so one batch size of any value costs
 at most a few compilations per step). Neither Apache Beam nor the source libraries are imported,
 nor the operators' Python code: the JAX steps are StableHLO.
+
+Example:
+  >>> import tempfile, numpy as np
+  >>> from datarax_beam import export_transform, from_source
+  >>> from datarax_beam.operators.statistics import Normalize
+  >>> from datarax_beam.sources import MemorySource
+  >>> path = tempfile.mkdtemp() + "/t"
+  >>> _ = export_transform(from_source(MemorySource(data={"x": np.arange(4.0)}), 2) >> Normalize("x"), path)
+  >>> t = load_transform(path)
+  >>> t.input_features, t.output_features[0]["dtype"]   # float64 in, float32 out (x64 off)
+  ([{'name': 'x', 'kind': 'tensor', 'dtype': '<f8', 'shape': []}], '<f4')
 """
 
 from __future__ import annotations
