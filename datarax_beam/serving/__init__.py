@@ -19,7 +19,7 @@ Example:
   ([0.0], [2])
 """
 
-from datarax_beam.serving.export import export_next_to, export_transform
+from datarax_beam.serving.export import export_transform
 from datarax_beam.serving.format import (
     FORMAT,
     FORMAT_VERSION,
@@ -28,6 +28,7 @@ from datarax_beam.serving.format import (
     TransformFormatError,
 )
 from datarax_beam.serving.load import Transform, load_transform
+from datarax_beam.serving.next_to import export_next_to
 
 __all__ = [
     "FORMAT",

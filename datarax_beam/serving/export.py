@@ -96,7 +96,12 @@ def _groups(kept: Sequence[tuple[int, Any]]) -> list[list[tuple[int, Any]]]:
     return groups + ([run] if run else [])
 
 
-def _host_step(k: int, position: int, op, files: dict[str, bytes]):
+def host_class(position: int, op) -> type:
+    """The built-in class of host operator ``op`` (at ``position`` in the chain).
+
+    Raises:
+      ExportError: ``op`` runs Python code (not one of `format.HOST_OPERATORS`, or a subclass).
+    """
     kind = type(op).__name__
     entry = fmt.HOST_OPERATORS.get(kind)
     cls = getattr(importlib.import_module(entry[0]), entry[1]) if entry else None
@@ -107,6 +112,11 @@ def _host_step(k: int, position: int, op, files: dict[str, bytes]):
             f"Operator {op.name!r} (position {position}, {kind}{code}) runs Python code on the host, which "
             f"cannot be exported: only the built-in host operators {sorted(fmt.HOST_OPERATORS)} export, as "
             f"data. Export a chain without it (apply it in the serving code), or write it as a JAX operator")
+    return cls
+
+
+def _host_step(k: int, position: int, op, files: dict[str, bytes]):
+    cls, kind = host_class(position, op), type(op).__name__
     config, op_files = op.to_config()
     config = fmt.plain_json(config)
     refs = {}
@@ -259,7 +269,7 @@ def _local(path: str) -> str:
     return os.path.abspath(path)
 
 
-def _remove(path: str) -> None:
+def remove(path: str) -> None:
     if os.path.isdir(path):
         shutil.rmtree(path)
 
@@ -296,7 +306,7 @@ def write(path: str, manifest: Mapping[str, Any], files: Mapping[str, bytes], ov
         if old is not None:
             shutil.rmtree(old)
     finally:
-        _remove(tmp)
+        remove(tmp)
 
 
 def export_transform(pipeline: Pipeline | str | os.PathLike, path: str | os.PathLike, *,
@@ -307,7 +317,7 @@ def export_transform(pipeline: Pipeline | str | os.PathLike, path: str | os.Path
     Args:
       pipeline: a `Pipeline` (its statistics are computed in-process unless given), or a
         materialized shard-set directory holding its exported transform (``transform/``, written
-        by `export_next_to`), which is then copied to ``path``.
+        by ``materialize(..., export_transform=True)``), which is then copied to ``path``.
       path: a new (or empty) local directory.
       statistics: statistics to bake in instead of analyzing the source (e.g. a materialized
         training set's ``shardset.statistics``, or its directory: the transform then applies
@@ -357,28 +367,3 @@ def _copy(source: str, path: str, overwrite: bool) -> Transform:
     files = {ref.path: read_file(directory, ref) for ref in refs}
     write(path, manifest.raw, files, overwrite)
     return load_transform(path)
-
-
-def export_next_to(pipeline: Pipeline, shardset) -> dict[str, Any]:
-    """Exports ``pipeline``'s transform into ``shardset.path/transform/`` (what `materialize` calls
-    after committing), with the shard set's statistics; an older transform there is replaced.
-
-    Returns the record for ``shardset.json``: ``{"exported": True, "path": "transform",
-    "format_version": 1, "dropped": [names]}``, or ``{"exported": False, "reason": ...}`` when an
-    operator cannot be exported (any transform left from an earlier run is removed).
-    """
-    target = os.path.join(shardset.path, fmt.SHARDSET_DIR)
-    if "://" in shardset.path:
-        return {"exported": False, "reason": f"exporting next to a remote shard set ({shardset.path}) is not "
-                f"supported; call export_transform(pipeline, local_path, statistics=shardset.statistics)"}
-    stats = shardset.statistics
-    if stats:
-        pipeline = pipeline.with_statistics(stats)
-    try:
-        manifest, files = build(pipeline, PLATFORMS, {"job_id": shardset.job_id, "fingerprint": shardset.fingerprint})
-    except fmt.ExportError as err:
-        _remove(target)
-        return {"exported": False, "reason": str(err)}
-    write(target, manifest, files, overwrite=True)
-    return {"exported": True, "path": fmt.SHARDSET_DIR, "format_version": fmt.FORMAT_VERSION,
-            "dropped": [d["name"] for d in manifest["dropped"]]}

@@ -307,10 +307,8 @@ def _open(path: str) -> tuple[str, fmt.Manifest]:
     shardset = load_shardset(path)
     directory = os.path.join(path, fmt.SHARDSET_DIR)
     if not os.path.isfile(os.path.join(directory, fmt.MANIFEST)):
-        record = (shardset.extra or {}).get("transform")
-        why = f": {record['reason']}" if isinstance(record, Mapping) and record.get("reason") else (
-            " (it was materialized without exporting its transform; use export_transform(pipeline, path))")
-        raise FileNotFoundError(f"Shard set {path!r} holds no exported transform{why}")
+        raise FileNotFoundError(f"Shard set {path!r} holds no exported transform (materialize it with "
+                                f"export_transform=True, or export_transform(pipeline, path, statistics={path!r}))")
     manifest = fmt.read_manifest(directory)
     recorded = (manifest.shardset or {}).get("job_id")
     if shardset.job_id is not None and recorded != shardset.job_id:

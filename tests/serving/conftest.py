@@ -15,12 +15,12 @@ from .chains import N, pipeline, raw_records
 
 @pytest.fixture(scope="session")
 def materialized(tmp_path_factory):
-    """(shard-set directory, the export record, the records read back from the shards)."""
+    """(shard-set directory, its transform, the records read back from the shards)."""
     out = str(tmp_path_factory.mktemp("serving") / "train")
     shardset = materialize(pipeline(), out, num_shards=2, options=options.in_process())
-    record = export_next_to(pipeline(), shardset)
+    transform = export_next_to(pipeline(), shardset)
     reader = ArrayRecordSourceModule(out)
-    return out, record, dict(reader.get_batch(np.arange(N)))
+    return out, transform, dict(reader.get_batch(np.arange(N)))
 
 
 @pytest.fixture(scope="session")

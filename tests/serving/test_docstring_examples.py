@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 MODULES = ["datarax_beam.serving", "datarax_beam.serving.export", "datarax_beam.serving.format",
-           "datarax_beam.serving.load"]
+           "datarax_beam.serving.load", "datarax_beam.serving.next_to"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,5 +1,5 @@
 """export_transform: what is written (steps, schemas, dropped operators), what cannot be exported
-(named), and the shard-set flow (export_next_to, copying a shard set's transform)."""
+(named), and copying a shard set's transform."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from datarax_beam.operators import (
     OperatorConfig,
 )
 from datarax_beam.operators.statistics import Normalize
-from datarax_beam.serving import ExportError, export_next_to
+from datarax_beam.serving import ExportError
 from datarax_beam.serving.format import read_manifest
 from datarax_beam.shards import load_shardset
 from datarax_beam.sources import DataSourceModule, MemorySource
@@ -181,25 +181,6 @@ def test_export_next_to_a_shard_set_and_copy_it(materialized, raw, tmp_path):
     assert_same(again({k: v[:50] for k, v in raw.items()}), {k: v[:50] for k, v in offline.items()})
 
 
-def test_export_next_to_a_remote_shard_set_says_why_not():
-    import types
-
-    record = export_next_to(pipeline(), types.SimpleNamespace(path="gs://bucket/set", statistics={}))
-    assert record["exported"] is False and "exporting next to a remote shard set (gs://bucket/set)" in record["reason"]
-
-
-def test_export_next_to_records_why_it_did_not_export(tmp_path):
-    from datarax_beam.runners import materialize, options
-
-    p = pipeline([HostOperator(lambda b, k: b, name="identity")], data=small())
-    shardset = materialize(p, str(tmp_path / "set"), options=options.in_process())
-    os.makedirs(tmp_path / "set" / "transform")
-    (tmp_path / "set" / "transform" / "transform.json").write_text("{}")  # left by an earlier run
-    record = export_next_to(p, shardset)
-    assert record["exported"] is False and "Operator 'identity' (position 0, HostOperator" in record["reason"]
-    assert not os.path.exists(tmp_path / "set" / "transform")  # the stale transform is gone
-    with pytest.raises(FileNotFoundError, match="holds no exported transform"):
-        load_transform(str(tmp_path / "set"))
 
 
 def test_a_transform_of_another_run_is_refused(materialized, tmp_path):
