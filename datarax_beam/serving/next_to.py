@@ -80,11 +80,12 @@ def export_next_to(pipeline: Pipeline, shardset: Any, path: str | os.PathLike | 
       ExportError: an operator cannot be exported (named); the message says the shard set itself
         is committed. A transform left next to the shard set by an earlier run is removed.
     """
-    next_to = path is None
-    if next_to and "://" in shardset.path:
+    if path is None and "://" in shardset.path:
         raise ValueError(f"The transform of a remote shard set ({shardset.path}) cannot be written next to it; "
                          f"pass a local `path`")
-    target = os.path.join(shardset.path, fmt.SHARDSET_DIR) if next_to else _local(os.fspath(path), "`path`")
+    default = os.path.join(shardset.path, fmt.SHARDSET_DIR)
+    target = default if path is None else _local(os.fspath(path), "`path`")
+    next_to = target == default
     if shardset.statistics:
         pipeline = pipeline.with_statistics(shardset.statistics)
     try:
