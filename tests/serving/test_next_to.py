@@ -7,6 +7,7 @@ import os
 import types
 
 import flax.nnx as nnx
+import numpy as np
 import pytest
 
 from datarax_beam import load_transform
@@ -85,3 +86,22 @@ def test_a_failed_export_says_the_set_is_committed_and_removes_a_stale_transform
     with pytest.raises(FileNotFoundError, match=r"holds no exported transform \(materialize it with "
                                                 r"export_transform=True"):
         load_transform(str(tmp_path / "set"))
+
+
+def test_materialize_exports_the_transform_or_refuses_before_the_job(tmp_path):
+    data = small()
+    p = pipeline(data=data)
+    out = str(tmp_path / "set")
+    materialize(p, out, options=options.in_process(), export_transform=tmp_path / "serving")
+    assert not os.path.exists(os.path.join(out, "transform"))  # only where asked
+    with pytest.raises(FileNotFoundError, match="holds no exported transform"):
+        load_transform(out)
+    from datarax_beam.sources import ArrayRecordSourceModule
+
+    offline = dict(ArrayRecordSourceModule(out).get_batch(np.arange(len(data["x"]))))
+    assert_same(load_transform(tmp_path / "serving")(data), offline)
+    for bad, error in ((pipeline([clip_x(), identity()], data=data), ExportError), (p, TypeError)):
+        with pytest.raises(error, match=r"Operator 'identity'|`export_transform` must be a bool"):
+            materialize(bad, str(tmp_path / "never"), options=options.in_process(),
+                        export_transform=True if error is ExportError else 3)
+        assert not os.path.exists(tmp_path / "never")  # refused before the job
