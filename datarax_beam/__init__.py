@@ -1,7 +1,7 @@
 """datarax_beam: write a JAX data pipeline once; iterate it online or materialize it with Beam.
 
 The public face is this module and the topic modules ``sources``, ``operators``, ``dag``,
-``transforms`` and ``runners``; everything else is internal.
+``transforms``, ``runners`` and ``serving``; everything else is internal.
 """
 
 from datarax_beam import logs as _logs  # noqa: F401 - first: drops Beam's import-time noise
