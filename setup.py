@@ -40,8 +40,10 @@ setup(
         # Optional operators: image (DecodeImage, ResizeImage) and text (Tokenize).
         "image": ["Pillow>=9.1"],
         "text": ["tokenizers>=0.15"],
+        # export_transform / load_transform: jax.export serializes with flatbuffers.
+        "serving": ["flatbuffers>=24"],
         # orbax: checkpointing tests and examples
-        "test": ["pytest>=8", "ruff", "orbax-checkpoint", "Pillow>=9.1", "tokenizers>=0.15"],
+        "test": ["pytest>=8", "ruff", "orbax-checkpoint", "Pillow>=9.1", "tokenizers>=0.15", "flatbuffers>=24"],
         "demo": ["scikit-learn>=1.3", "optax>=0.2", "matplotlib>=3.7", "Pillow>=9.1", "tokenizers>=0.15"],
         "bench": ["grain>=0.2", "psutil", "Pillow>=9.1", "tokenizers>=0.15", "pandas"],
         "plot": ["matplotlib>=3.7"],

@@ -1,7 +1,7 @@
 """datarax_beam: write a JAX data pipeline once; iterate it online or materialize it with Beam.
 
 The public face is this module and the topic modules ``sources``, ``operators``, ``dag``,
-``transforms`` and ``runners``; everything else is internal.
+``transforms``, ``runners`` and ``serving``; everything else is internal.
 """
 
 from datarax_beam import logs as _logs  # noqa: F401 - first: drops Beam's import-time noise
@@ -24,6 +24,8 @@ __all__ = [
     "load_statistics",
     "Statistics",
     "StatSpec",
+    "export_transform",
+    "load_transform",
     "materialize",
 ]
 
@@ -35,4 +37,8 @@ def __getattr__(name: str):
         from datarax_beam.runners.materialize import materialize
 
         return materialize
+    if name in ("export_transform", "load_transform"):  # jax.export and the operators' host code
+        from datarax_beam import serving
+
+        return getattr(serving, name)
     raise AttributeError(f"module 'datarax_beam' has no attribute {name!r}")

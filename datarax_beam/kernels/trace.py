@@ -107,6 +107,18 @@ def _record_fn(ops, bases, sig: Signature, dead: frozenset, info: TraceInfo):
     return jax.vmap(chain, in_axes=(0, 0, None)), fed
 
 
+def chain_function(ops, bases, sig: Signature, info: TraceInfo, dead: frozenset = frozenset()):
+    """The batched chain that `trace_chain` jits, for callers that lower it themselves.
+
+    Returns ``(fn, fed)``: ``fn(values, index, epoch) -> [computed outputs]`` is
+    ``vmap(chain, in_axes=(0, 0, None))`` over the numeric features ``fed`` of ``sig`` (as
+    ``(name, "num", shape, dtype)``, in order; those in ``dead`` get zero stand-ins instead), and
+    tracing it fills ``info`` (outputs, ``failed_at``). `datarax_beam.serving` exports it with a
+    symbolic batch size.
+    """
+    return _record_fn(ops, bases, sig, dead, info)
+
+
 def _specs(fed, sig: Signature):
     values = [jax.ShapeDtypeStruct((sig.size, *f[2]), np.dtype(f[3])) for f in fed]
     return values, jax.ShapeDtypeStruct((sig.size,), np.int32), jax.ShapeDtypeStruct((), np.int32)

@@ -144,6 +144,18 @@ class DecodeImage(HostOperator):
     def _fingerprint_extra(self) -> bytes:
         return repr((self.feature, self.output, self.channels, self.formats)).encode()
 
+    def to_config(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The operator as data: ``(JSON-able settings, files)``, rebuilt by `from_config`
+        (how `datarax_beam.serving` exports it, never as pickled code)."""
+        return {"feature": self.feature, "channels": self.channels, "output": self.output,
+                "formats": None if self.formats is None else list(self.formats), "threads": self.threads,
+                "name": self.name}, {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], files: dict[str, bytes]) -> DecodeImage:
+        """The operator `to_config` describes."""
+        return cls(**config)
+
 
 class ResizeImage(HostOperator):
     """Resizes every image to one fixed ``(height, width)`` with Pillow (any input size).
@@ -222,6 +234,16 @@ class ResizeImage(HostOperator):
 
     def _fingerprint_extra(self) -> bytes:
         return repr((self.size, self.feature, self.output, self.filter)).encode()
+
+    def to_config(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The operator as data: ``(JSON-able settings, files)``, rebuilt by `from_config`."""
+        return {"size": list(self.size), "feature": self.feature, "filter": self.filter, "output": self.output,
+                "threads": self.threads, "name": self.name}, {}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], files: dict[str, bytes]) -> ResizeImage:
+        """The operator `to_config` describes."""
+        return cls(**{**config, "size": tuple(config["size"])})
 
 
 def _features(feature: str | Sequence[str]) -> tuple[str, ...]:

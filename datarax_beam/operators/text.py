@@ -179,6 +179,33 @@ class Tokenize(HostOperator):
             out.append(str(v))
         return out
 
+    #: The file `to_config` puts the tokenizer's JSON in.
+    TOKENIZER_FILE = "tokenizer.json"
+
+    def to_config(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The operator as data: ``(JSON-able settings, {"tokenizer.json": the tokenizer's JSON})``,
+        rebuilt by `from_config` (how `datarax_beam.serving` exports it, never as pickled code)."""
+        config = {"feature": self.feature, "max_length": self.max_length, "pair": self.pair,
+                  "pad_token": self.pad_token, "pad_id": self.pad_id, "add_special_tokens": self.add_special_tokens,
+                  "truncation_side": self.truncation_side, "padding_side": self.padding_side, "ids": self.ids,
+                  "mask": self.mask, "threads": self.threads, "name": self.name,
+                  "tokenizer_sha256": self.tokenizer_sha256}
+        return config, {self.TOKENIZER_FILE: self._json.encode("utf-8")}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], files: dict[str, bytes]) -> Tokenize:
+        """The operator `to_config` describes; the tokenizer JSON must match its recorded SHA-256."""
+        config = dict(config)
+        expected = config.pop("tokenizer_sha256", None)
+        text = files[cls.TOKENIZER_FILE].decode("utf-8")
+        got = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        if expected is not None and got != expected:
+            raise ValueError(f"Tokenize: {cls.TOKENIZER_FILE} has SHA-256 {got}, the configuration "
+                             f"records {expected}")
+        op = cls(_tokenizers().Tokenizer.from_str(text), **config)
+        op._json, op.tokenizer_sha256 = text, got  # exactly the exported JSON, not a re-serialization
+        return op
+
     def _fingerprint_extra(self) -> bytes:
         settings = (self.tokenizer_sha256, self.feature, self.pair, self.max_length, self.pad_token, self.pad_id,
                     self.add_special_tokens, self.truncation_side, self.padding_side, self.ids, self.mask)

@@ -16,6 +16,7 @@ Where it runs is decided when the statistics are bound, from the vocabulary:
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from datarax_beam.core.element import Element
 from datarax_beam.core.operator import OperatorConfig
 from datarax_beam.operators.statistics import HostStatisticsOperator, StatisticsOperator
 from datarax_beam.statistics.accumulators import flatten_values
+from datarax_beam.statistics.analyzer import Statistics
 from datarax_beam.statistics.spec import StatSpec
 
 _INT32 = np.iinfo(np.int32)
@@ -72,6 +74,26 @@ class VocabularyLookup(HostStatisticsOperator):
         if _fits_jax(vocab) and not int(entry.get("num_missing", 0) or 0):
             return _IntegerLookup(self, bound._bound)
         return bound
+
+    #: The file `to_config` puts the bound vocabulary (its statistics entry) in.
+    VOCABULARY_FILE = "vocabulary.json"
+
+    def to_config(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The bound host form as data: ``(settings, {"vocabulary.json": its statistics entry})``,
+        rebuilt by `from_config` (how `datarax_beam.serving` exports it, never as pickled code)."""
+        spec = self.specs[0]
+        entry = self._require_bound()[spec.name]
+        config = {"feature": self.feature, "stats": spec.name, "top_k": spec.vocabulary_top_k,
+                  "output": self.output, "name": self.name}
+        text = json.dumps(Statistics({spec.name: entry}).to_json(), sort_keys=True)
+        return config, {self.VOCABULARY_FILE: text.encode("utf-8")}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], files: dict[str, bytes]) -> VocabularyLookup:
+        """The bound host form `to_config` describes (always the host form, as exported)."""
+        op = cls(**config)
+        stats = Statistics.from_json(json.loads(files[cls.VOCABULARY_FILE].decode("utf-8")))
+        return HostStatisticsOperator.with_statistics(op, stats)
 
     def _on_bind(self) -> None:
         vocab = _vocabulary(self._bound[self.specs[0].name]["vocabulary"])

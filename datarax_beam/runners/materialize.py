@@ -32,6 +32,7 @@ from datarax_beam.runners.options import (
     runner_name,
 )
 from datarax_beam.runners.probe import probe_schema
+from datarax_beam.serving.next_to import export_next_to, transform_target
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.codec import Schema
 from datarax_beam.shards.shardset import COMPRESSIONS, ERRORS_DIR, ShardSet
@@ -133,6 +134,7 @@ def run(
     schema: Schema | Mapping[str, Any] | None = None,
     progress: bool | None = None,
     log_level: str | int | None = None,
+    export_transform: bool | str | os.PathLike = False,
 ) -> Materialized:
     """Like `materialize`, but also returns the Beam `PipelineResult` (metrics, state)."""
     declared = _check(pipeline, output_dir, num_shards, compression, batch_size, on_error, check_finite,
@@ -145,6 +147,7 @@ def run(
     if log_level is not None:  # the workers' level too (the runner reads it when it is made)
         opts.view_as(WorkerOptions).default_sdk_harness_log_level = str(logs.check_level(log_level))
     _refuse_committed(output_dir, overwrite)
+    transform_dir = transform_target(pipeline, output_dir, export_transform)  # refused before the job
     source = pipeline.source
     bs = batch_size or pipeline.batch_size
     extra = {"source_info": source.source_info(), "batch_size": bs, "epoch": 0}
@@ -196,6 +199,8 @@ def run(
         raise
     finally:
         job_lock.release()
+    if transform_dir is not None:  # the committed set's transform, for serving (docs/serving.md)
+        export_next_to(pipeline, shardset, transform_dir)
     return Materialized(shardset, result)
 
 
@@ -216,6 +221,7 @@ def materialize(
     schema: Schema | Mapping[str, Any] | None = None,
     progress: bool | None = None,
     log_level: str | int | None = None,
+    export_transform: bool | str | os.PathLike = False,
 ) -> ShardSet:
     """Runs ``pipeline`` on Apache Beam and commits its output as an ArrayRecord shard set.
 
@@ -257,6 +263,10 @@ def materialize(
       log_level: Beam's messages shown, in this process and the workers: None or ``"WARNING"``
         (default) drops known noise; ``"INFO"``/``"DEBUG"`` shows everything
         (see `datarax_beam.logs`).
+      export_transform: ``True``: after the commit, export the chain's deterministic part with the
+        job's statistics to ``output_dir/transform/`` for serving (``load_transform(output_dir)``;
+        ``docs/serving.md``); a local directory: export it there. A host operator that cannot be
+        exported is refused before the job runs.
 
     Returns:
       the committed `ShardSet` (path, record count, shard paths and checksums, schema, job id,
@@ -266,6 +276,7 @@ def materialize(
       FileExistsError: ``output_dir`` is committed and ``overwrite`` is False.
       OutputDirLocked: another job is writing to ``output_dir`` (the error names it).
       FailureBudgetExceeded: more records failed than ``max_failed_fraction`` allows.
+      ExportError: ``export_transform`` and an operator that cannot be exported (named).
       RuntimeError: the Beam job failed (no ``shardset.json`` is written); with
         ``on_error="raise"`` its message names the first bad record's index and stage.
 
@@ -281,7 +292,8 @@ def materialize(
                options=options, compression=compression, overwrite=overwrite,
                batch_size=batch_size, on_error=on_error, check_finite=check_finite,
                max_failed_fraction=max_failed_fraction, schema=schema,
-               progress=progress, log_level=log_level).shardset
+               progress=progress, log_level=log_level,
+               export_transform=export_transform).shardset
 
 
 def counters(result: Any) -> dict[str, int]:

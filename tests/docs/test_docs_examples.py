@@ -59,7 +59,15 @@ def check_sources(ns: dict):
     assert ns["batch"]["record"][0] == b"record 0"
 
 
-CHECKS = {"reader.md": check_reader, "format.md": check_format, "sources.md": check_sources}
+def check_serving(ns: dict):
+    assert ns["serve"].dropped[0]["name"] == "jitter" and ns["out"]["city_id"].tolist() == [0, 20]
+    for k in ("amount", "city_id", "label"):  # the transform reproduces the shards bit for bit
+        assert np.asarray(ns["records"][k]).tobytes() == ns["served"][k].tobytes()
+    assert ns["message"].startswith("Operator 'lower' (position 2, HostOperator")
+
+
+CHECKS = {"reader.md": check_reader, "format.md": check_format, "sources.md": check_sources,
+          "serving.md": check_serving}
 
 
 @pytest.fixture
