@@ -46,13 +46,22 @@ def test_directory_without_shardset_json_is_refused(shard_dir):
         ArrayRecordSourceModule(shard_dir)
 
 
+UNCHECKED = ArrayRecordSourceConfig(verify=False)
+
+
+def _checksum_refuses(shard_dir, path):
+    with pytest.raises(OSError, match=f"Shard '{path}' has SHA-256 .*the file was replaced or edited"):
+        ArrayRecordSourceModule(shard_dir).get_batch([0, N - 1])
+
+
 def test_truncated_shard_names_the_file(shard_dir):
     path = _shard(shard_dir)
     with open(path, "rb") as f:
         data = f.read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])
-    reader = ArrayRecordSourceModule(shard_dir)
+    _checksum_refuses(shard_dir, path)
+    reader = ArrayRecordSourceModule(shard_dir, UNCHECKED)
     assert reader.get_batch([0])["x"].shape == (1, 64)  # the intact shard still reads
     with pytest.raises(OSError, match=f"shard '{path}'.*truncated or corrupt"):
         list(from_source(reader, batch_size=8))
@@ -66,30 +75,33 @@ def test_corrupt_shard_names_the_file(shard_dir):
         data[i] ^= 0x5A
     with open(path, "wb") as f:
         f.write(bytes(data))
+    _checksum_refuses(shard_dir, path)
     with pytest.raises(OSError, match=f"shard '{path}'"):
-        ArrayRecordSourceModule(shard_dir).get_batch([3])
+        ArrayRecordSourceModule(shard_dir, UNCHECKED).get_batch([3])
 
 
 def test_replaced_shard_with_other_count_names_the_file(shard_dir):
     path = _shard(shard_dir)
     write_shard_file(path, [b"x" * 256] * 3)
+    _checksum_refuses(shard_dir, path)
     with pytest.raises(OSError, match=f"Shard '{path}' holds 3 records but shardset.json says 20"):
-        ArrayRecordSourceModule(shard_dir).get_batch([N - 1])
+        ArrayRecordSourceModule(shard_dir, UNCHECKED).get_batch([N - 1])
 
 
 def test_records_that_do_not_match_the_schema_name_the_shard(shard_dir):
     path = _shard(shard_dir)
     write_shard_file(path, [b"short"] * 20)
+    _checksum_refuses(shard_dir, path)
     with pytest.raises(SchemaError, match=f"has 5 bytes, expected 256 .*{path}"):
-        ArrayRecordSourceModule(shard_dir).get_batch([N - 1])
+        ArrayRecordSourceModule(shard_dir, UNCHECKED).get_batch([N - 1])
 
 
 @pytest.mark.parametrize(
     "edit, message",
     [
         (lambda m: m["schema"].update(codec="datarax_beam.record/v9"),
-         "Unknown record codec 'datarax_beam.record/v9'"),
-        (lambda m: m.update(format_version=7), "has format_version 7; this version of datarax_beam reads 1"),
+         r"`schema.codec` must be one of \['datarax_beam.record/v1'\], got 'datarax_beam.record/v9'"),
+        (lambda m: m.update(format_version=7), "has format_version 7; this version of datarax_beam reads 2"),
     ],
 )
 def test_unknown_codec_or_format_version(shard_dir, edit, message):
