@@ -13,6 +13,7 @@ from datarax_beam.transforms.dead_letter import FailureBudgetExceeded
 from datarax_beam.transforms.job import Materialize
 from datarax_beam.transforms.lock import OutputDirLocked
 from datarax_beam.transforms.operators import ApplyOperators, ApplyOperatorsFn
+from datarax_beam.transforms.read_set import ReadShardSet
 from datarax_beam.transforms.readers import (
     NAMESPACE,
     Chunk,
@@ -43,6 +44,7 @@ __all__ = [
     "PartInfo",
     "ReadIndexRanges",
     "ReadSequential",
+    "ReadShardSet",
     "ReadStreamShards",
     "ShardTask",
     "WriteChunksFn",
