@@ -113,15 +113,20 @@ class ApplyChain(beam.PTransform):
       source_info: copied into dead-letter entries (default ``{"source": "ApplyChain"}``).
 
     Example:
-      >>> import apache_beam as beam, numpy as np
+      >>> import apache_beam as beam, numpy as np, tempfile
       >>> from datarax_beam.operators import ElementOperator, ElementOperatorConfig
       >>> from datarax_beam.runners import options
+      >>> from datarax_beam.sources import ArrayRecordSourceModule
+      >>> from datarax_beam.transforms import WriteShardSet
       >>> double = ElementOperator(ElementOperatorConfig(),
       ...                          fn=lambda e, k: e.update_data({"x": e.data["x"] * 2}))
-      >>> with beam.Pipeline(options=options.build_options(options.in_process())) as p:
-      ...     out = (p | beam.Create([(i, {"x": np.float32(i)}) for i in range(5)])
-      ...              | ApplyChain([double], batch_size=4)
-      ...              | beam.Map(lambda r: print(r[0], float(r[1]["x"]))))  # doctest: +SKIP
+      >>> out, flags = tempfile.mkdtemp(), options.build_options(options.in_process())
+      >>> with beam.Pipeline(runner=options.make_runner(flags), options=flags) as p:
+      ...     _ = (p | beam.Create([(i, {"x": np.float32(i)}) for i in range(5)])
+      ...            | ApplyChain([double], batch_size=4)
+      ...            | WriteShardSet(out))
+      >>> ArrayRecordSourceModule(out).get_batch(np.arange(5))["x"].tolist()
+      [0.0, 2.0, 4.0, 6.0, 8.0]
     """
 
     def __init__(self, operators: Sequence[Any], batch_size: int, *, statistics: Any = None,

@@ -186,8 +186,8 @@ class Materialize(beam.PTransform):
       >>> from datarax_beam.sources import MemorySource
       >>> from datarax_beam.runners import options
       >>> src = MemorySource(data={"x": np.arange(10, dtype=np.float32)})
-      >>> out = tempfile.mkdtemp()
-      >>> with beam.Pipeline(options=options.build_options(options.in_process())) as p:
+      >>> out, flags = tempfile.mkdtemp(), options.build_options(options.in_process())
+      >>> with beam.Pipeline(runner=options.make_runner(flags), options=flags) as p:
       ...     _ = p | Materialize(from_source(src, 4), out, num_shards=2)
       >>> from datarax_beam.sources import ArrayRecordSourceModule
       >>> len(ArrayRecordSourceModule(out))

@@ -133,11 +133,12 @@ class ReadShardSet(beam.PTransform):
       >>> import apache_beam as beam, numpy as np, tempfile
       >>> from datarax_beam.shards.writer import write_shardset
       >>> from datarax_beam.runners import options
-      >>> d = tempfile.mkdtemp()
+      >>> d, flags = tempfile.mkdtemp(), options.build_options(options.in_process())
       >>> _ = write_shardset(d, {"x": np.arange(6, dtype=np.int32)}, num_shards=2)
-      >>> with beam.Pipeline(options=options.build_options(options.in_process())) as p:
-      ...     _ = (p | ReadShardSet(d) | beam.Map(lambda r: (r[0], int(r[1]["x"])))
-      ...            | beam.Map(print))  # doctest: +SKIP
+      >>> with beam.Pipeline(runner=options.make_runner(flags), options=flags) as p:
+      ...     _ = (p | ReadShardSet(d) | beam.Map(lambda r: int(r[1]["x"]) * r[0])
+      ...            | beam.CombineGlobally(sum) | beam.Map(print))
+      55
     """
 
     def __init__(self, path: Any, *, output: str = "records", batch_size: int = 1024,

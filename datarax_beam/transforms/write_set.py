@@ -302,8 +302,8 @@ class WriteShardSet(beam.PTransform):
     Example:
       >>> import apache_beam as beam, numpy as np, tempfile
       >>> from datarax_beam.runners import options
-      >>> out = tempfile.mkdtemp()
-      >>> with beam.Pipeline(options=options.build_options(options.in_process())) as p:
+      >>> out, flags = tempfile.mkdtemp(), options.build_options(options.in_process())
+      >>> with beam.Pipeline(runner=options.make_runner(flags), options=flags) as p:
       ...     _ = (p | beam.Create([(i, {"x": np.float32(i)}) for i in range(10)])
       ...            | WriteShardSet(out, num_shards=2))
       >>> from datarax_beam.sources import ArrayRecordSourceModule
