@@ -112,3 +112,18 @@ def test_read_shard_set_feeds_a_downstream_job_that_equals_online_over_the_reade
     batches = list(expected)
     assert_same(read_back(str(tmp_path / "down")),
                 {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]})
+
+
+def test_the_transforms_run_in_worker_processes(tmp_path):
+    """Pickled DoFns, CombineFns and the BoundedSource, no memory shared with this process."""
+    opts = build_options(options.multi_process(2))
+    with beam.Pipeline(runner=make_runner(opts), options=opts) as p:
+        _ = (p | beam.Create(records())
+               | ApplyChain(chain(), batch_size=16)
+               | WriteShardSet(str(tmp_path / "first"), num_shards=3, batch_size=16))
+    with beam.Pipeline(runner=make_runner(opts), options=opts) as p:
+        _ = (p | ReadShardSet(str(tmp_path / "first"), records_per_split=25)
+               | WriteShardSet(str(tmp_path / "copy"), num_shards=3, batch_size=16))
+    assert_same(read_back(str(tmp_path / "first")), online(chain()))
+    first, copy = load_shardset(str(tmp_path / "first")), load_shardset(str(tmp_path / "copy"))
+    assert [s.sha256 for s in copy.shards] == [s.sha256 for s in first.shards]
