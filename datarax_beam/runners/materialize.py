@@ -47,14 +47,14 @@ from datarax_beam.transforms.dead_letter import MAX_FAILED_FRACTION, ErrorPolicy
 from datarax_beam.transforms.job import Job, Materialize, check_args, fix_schema, plan
 from datarax_beam.transforms.lock import JobLock, remove_uncommitted
 from datarax_beam.transforms.readers import NAMESPACE
-from datarax_beam.transforms.staging import unregister_in_process
-from datarax_beam.transforms.write_set import (
+from datarax_beam.transforms.settings import (
     as_schema,
     check_output_dir,
     default_num_shards,
     refuse_committed,
     versions,
 )
+from datarax_beam.transforms.staging import unregister_in_process
 
 __all__ = ["Materialized", "as_schema", "counters", "default_num_shards", "materialize", "run"]
 

@@ -47,16 +47,16 @@ from datarax_beam.transforms.readers import (
     plan_block_tasks,
     plan_tasks,
 )
-from datarax_beam.transforms.staging import index_reader, save_array
-from datarax_beam.transforms.write_set import (
+from datarax_beam.transforms.settings import (
     RECORDS_PER_SHARD,
-    WriteShardSet,
     as_schema,
     check_output_dir,
     default_num_shards,
     refuse_committed,
     versions,
 )
+from datarax_beam.transforms.staging import index_reader, save_array
+from datarax_beam.transforms.write_set import WriteShardSet
 from datarax_beam.transforms.writer import output_permutation
 
 __all__ = ["ANALYSIS", "RECORDS_PER_SHARD", "Job", "Materialize", "Plan", "check_args",

@@ -18,7 +18,7 @@ from datarax_beam.transforms import (
     WriteShardSet,
 )
 from datarax_beam.transforms.lock import LOCK_FILE, JobLock
-from datarax_beam.transforms.write_set import RECORDS_PER_SHARD, default_num_shards
+from datarax_beam.transforms.settings import RECORDS_PER_SHARD, default_num_shards
 
 
 def beam_pipeline() -> beam.Pipeline:
