@@ -111,6 +111,7 @@ class ApplyChain(beam.PTransform):
       check_finite: with ``"dead_letter"``, also treat records with NaN/Inf outputs as failed.
       output: ``"records"`` or ``"chunks"``.
       source_info: copied into dead-letter entries (default ``{"source": "ApplyChain"}``).
+      epoch: whose keys stochastic operators use (0: the first online epoch, as `materialize`).
 
     Example:
       >>> import apache_beam as beam, numpy as np, tempfile
