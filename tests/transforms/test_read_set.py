@@ -100,3 +100,10 @@ def test_arguments_are_checked_when_built(materialized, kwargs, error, message):
 def test_a_path_of_another_type_is_refused():
     with pytest.raises(TypeError, match=r"`path` must be a shard-set directory, got int"):
         ReadShardSet(3)
+
+
+def test_an_empty_set_reads_as_no_records(tmp_path):
+    d = str(tmp_path / "empty")
+    write_shardset(d, {"x": np.zeros(0, dtype=np.int32)}, num_shards=2)
+    with beam_pipeline() as p:
+        assert_that(p | ReadShardSet(d), equal_to([]))
