@@ -117,7 +117,7 @@ def main(argv=None) -> float:
     pixels = shardset.statistics["pixels"]
     log(f"dataset statistics (full pass): pixel mean {float(pixels['mean']):.3f}, std {float(pixels['std']):.3f}")
 
-    reader = ArrayRecordSourceModule(out_dir, ArrayRecordSourceConfig(shuffle=True, seed=0, num_epochs=args.epochs))
+    reader = ArrayRecordSourceModule(ArrayRecordSourceConfig(shuffle=True, seed=0, num_epochs=args.epochs), out_dir)
     train_batches = from_source(reader, batch_size=64)
     model = Classifier(nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)

@@ -60,7 +60,7 @@ def build(data_dir: str, batch_size: int):
     model = MLP(nnx.Rngs(0))
     optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
     config = ArrayRecordSourceConfig(shuffle=True, seed=42, num_epochs=None)
-    data = from_source(ArrayRecordSourceModule(data_dir, config), batch_size=batch_size)
+    data = from_source(ArrayRecordSourceModule(config, data_dir), batch_size=batch_size)
     return model, optimizer, data
 
 

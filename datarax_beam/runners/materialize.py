@@ -1,15 +1,15 @@
 """`materialize`: run a pipeline as a Beam job and commit its output as an ArrayRecord shard set.
 
-Flow: validate the arguments -> plan the shards -> fix the schema (declared, or the chain's
-output on the first batch, `probe`) -> lock the output directory (`transforms.lock`) -> name the
-shards so a committed set there stays intact -> build the Beam graph (`graph`: read >>
-`ApplyOperators` >> `WriteShards`) -> run -> read back the committed ``shardset.json``. Whatever
-fails, this job's temp files and uncommitted shards are removed and the lock released.
+A thin driver over the `transforms.job.Materialize` transform: validate the arguments -> plan
+the shards -> fix the schema (declared, or the chain's output on the first batch,
+`transforms.probe`) -> lock the output directory (`transforms.lock`) -> name the shards so a
+committed set there stays intact -> ``p | Materialize`` (read >> `ApplyChain` >> `WriteShardSet`)
+-> run -> read back the committed ``shardset.json``. Whatever fails, this job's temp files and
+uncommitted shards are removed and the lock released.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import uuid
 from collections.abc import Mapping
@@ -23,20 +23,16 @@ from apache_beam.runners.runner import PipelineState
 from datarax_beam import logs
 from datarax_beam.dag.pipeline import Pipeline
 from datarax_beam.progress import JobProgress, is_enabled
-from datarax_beam.runners import graph
-from datarax_beam.runners.graph import default_num_shards
 from datarax_beam.runners.options import (
     build_options,
     in_process_single_worker,
     make_runner,
     runner_name,
 )
-from datarax_beam.runners.probe import probe_schema
 from datarax_beam.serving.next_to import export_next_to, transform_target
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.codec import Schema
-from datarax_beam.shards.shardset import COMPRESSIONS, ERRORS_DIR, ShardSet
-from datarax_beam.shards.validate import validate_schema
+from datarax_beam.shards.shardset import ERRORS_DIR, ShardSet
 from datarax_beam.transforms import files
 from datarax_beam.transforms.commit import (
     TMP_PREFIX,
@@ -44,20 +40,21 @@ from datarax_beam.transforms.commit import (
     committed_or_none,
     committed_paths,
     errors_path,
-    is_committed,
     plan_names,
     read_committed,
 )
-from datarax_beam.transforms.dead_letter import (
-    MAX_FAILED_FRACTION,
-    ErrorPolicy,
-    check_fraction,
-    check_on_error,
-)
+from datarax_beam.transforms.dead_letter import MAX_FAILED_FRACTION, ErrorPolicy
+from datarax_beam.transforms.job import Job, Materialize, check_args, fix_schema, plan
 from datarax_beam.transforms.lock import JobLock, remove_uncommitted
 from datarax_beam.transforms.readers import NAMESPACE
+from datarax_beam.transforms.settings import (
+    as_schema,
+    check_output_dir,
+    default_num_shards,
+    refuse_committed,
+    versions,
+)
 from datarax_beam.transforms.staging import unregister_in_process
-from datarax_beam.version import __version__
 
 __all__ = ["Materialized", "as_schema", "counters", "default_num_shards", "materialize", "run"]
 
@@ -67,54 +64,6 @@ class Materialized(NamedTuple):
 
     shardset: ShardSet
     result: Any
-
-
-def _versions() -> dict[str, str]:
-    out = {"datarax_beam": __version__}
-    for dist in ("apache-beam", "jax", "numpy", "array-record"):
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def as_schema(schema: Any) -> Schema:
-    """A declared schema: a `Schema` or its JSON form (``shardset.json``'s ``schema``), validated
-    by the rules a reader applies (`datarax_beam.shards.validate`)."""
-    if isinstance(schema, Schema):
-        validate_schema(schema.to_json())
-        return schema
-    if isinstance(schema, Mapping):
-        validate_schema(dict(schema))
-        return Schema.from_json(schema)
-    raise TypeError(f"`schema` must be a datarax_beam Schema or its JSON dict, got {type(schema).__name__}")
-
-
-def _check(pipeline, output_dir, num_shards, compression, batch_size, on_error, check_finite,
-           max_failed_fraction, schema) -> Schema | None:
-    if not isinstance(pipeline, Pipeline):
-        raise TypeError(f"`pipeline` must be a datarax_beam Pipeline (from_source(...)), got {type(pipeline).__name__}")
-    if not isinstance(output_dir, (str, os.PathLike)):
-        raise TypeError(f"`output_dir` must be a path string (local or scheme://), got {type(output_dir).__name__}")
-    for name, value in (("num_shards", num_shards), ("batch_size", batch_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"`{name}` must be an int >= 1 or None, got {value!r}")
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"Unknown compression {compression!r}; expected one of {COMPRESSIONS}")
-    check_on_error(on_error)
-    if not isinstance(check_finite, bool):
-        raise TypeError(f"`check_finite` must be a bool, got {check_finite!r}")
-    check_fraction(max_failed_fraction)
-    return None if schema is None else as_schema(schema)
-
-
-def _refuse_committed(output_dir: str, overwrite: bool) -> None:
-    if is_committed(output_dir) and not overwrite:
-        raise FileExistsError(
-            f"{output_dir!r} already holds a committed shard set ({ss.SHARDSET_FILE}); pass "
-            f"overwrite=True to replace it"
-        )
 
 
 def run(
@@ -137,29 +86,22 @@ def run(
     export_transform: bool | str | os.PathLike = False,
 ) -> Materialized:
     """Like `materialize`, but also returns the Beam `PipelineResult` (metrics, state)."""
-    declared = _check(pipeline, output_dir, num_shards, compression, batch_size, on_error, check_finite,
-                      max_failed_fraction, schema)
-    output_dir = os.fspath(output_dir)
-    if files.is_local(output_dir):
-        output_dir = os.path.abspath(output_dir)
+    declared = check_args(pipeline, output_dir, num_shards, compression, batch_size, on_error, check_finite,
+                          max_failed_fraction, schema)
+    output_dir = check_output_dir(output_dir, "materialize")
     opts = build_options(options)
     is_enabled(progress)  # checks its type
     if log_level is not None:  # the workers' level too (the runner reads it when it is made)
         opts.view_as(WorkerOptions).default_sdk_harness_log_level = str(logs.check_level(log_level))
-    _refuse_committed(output_dir, overwrite)
+    refuse_committed(output_dir, overwrite)
     transform_dir = transform_target(pipeline, output_dir, export_transform)  # refused before the job
     source = pipeline.source
     bs = batch_size or pipeline.batch_size
     extra = {"source_info": source.source_info(), "batch_size": bs, "epoch": 0}
     policy = ErrorPolicy(on_error, check_finite, extra["source_info"])
-    job = graph.plan(pipeline, num_shards, shuffle, seed)
-    if declared is None:  # fixed before anything is written: the chain's output on the first batch
-        schema = probe_schema(pipeline, job.order, bs, policy, float(max_failed_fraction))
-        validate_schema(schema.to_json())
-        note = (" (the shard set's schema was fixed from the operator chain's output on the first "
-                "batch; declare another with materialize(schema=...))")
-    else:
-        schema, note = declared, " (the schema declared with materialize(schema=...))"
+    job = plan(pipeline, num_shards, shuffle, seed)
+    # fixed before anything is written: declared, or the chain's output on the first batch
+    schema, note = fix_schema(pipeline, job, declared, bs, policy, max_failed_fraction)
 
     job_id = uuid.uuid4().hex
     tmp_dir = ss.join(output_dir, TMP_PREFIX + job_id[:12])
@@ -169,18 +111,18 @@ def run(
     token = uuid.uuid4().hex if single else None
     planned: list[str] = []
     try:
-        _refuse_committed(output_dir, overwrite)  # again, now that this job holds the directory
+        refuse_committed(output_dir, overwrite)  # again, now that this job holds the directory
         names, replaced = plan_names(job.num_shards, committed_or_none(output_dir), job_id[:12])
         planned = [ss.join(output_dir, n) for n in names] + [errors_path(output_dir, n) for n in names]
         job_lock.update(list(names) + [f"{ERRORS_DIR}/{ss.errors_name(n)}" for n in names])
         files.mkdirs(tmp_dir)
         commit = Commit(output_dir, tmp_dir, job.num_shards, compression, int(seed), bool(shuffle),
-                        pipeline.fingerprint(), _versions(), extra, job.shard_sizes,
+                        pipeline.fingerprint(), versions(), extra, job.shard_sizes,
                         schema=schema.to_json(), on_error=on_error, job_id=job_id, shard_names=names,
                         replaced=replaced, max_failed_fraction=float(max_failed_fraction),
                         schema_note=note)
         p = beam.Pipeline(runner=make_runner(opts), options=opts)
-        graph.build(p, pipeline, job, commit, bs, policy, single_worker=single, token=token)
+        _ = p | "Materialize" >> Materialize.of_job(pipeline, Job(job, commit, policy, bs, single, token))
         total = sum(job.shard_sizes) if job.shard_sizes else None
         try:
             with logs.level(log_level), JobProgress(tmp_dir, total, enabled=progress) as display:

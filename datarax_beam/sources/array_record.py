@@ -112,6 +112,25 @@ def _check_int(name: str, value: Any, low: int, signed: bool = False) -> None:
         raise ValueError(f"`{name}` must be >= {low}, got {value}")
 
 
+def _config_and_path(args: tuple, config: Any, path: Any) -> tuple[Any, Any]:
+    """(config, path) from ``ArrayRecordSourceModule``'s positional and keyword arguments: a
+    positional `ArrayRecordSourceConfig` is the config, any other value the path; two positional
+    values without a config are the earlier ``(path, config)``."""
+    if len(args) > 2:
+        raise TypeError(f"ArrayRecordSourceModule takes at most 2 positional arguments (config, path), "
+                        f"got {len(args)}")
+    if len(args) == 2:
+        given = args if isinstance(args[0], ArrayRecordSourceConfig) else args[::-1]
+    elif args:
+        given = (args[0], None) if isinstance(args[0], ArrayRecordSourceConfig) else (None, args[0])
+    else:
+        given = (None, None)
+    for name, value, keyword in (("config", given[0], config), ("path", given[1], path)):
+        if value is not None and keyword is not None:
+            raise TypeError(f"ArrayRecordSourceModule got `{name}` twice: {value!r:.100} and {keyword!r:.100}")
+    return (config if given[0] is None else given[0]), (path if given[1] is None else given[1])
+
+
 def shuffle_id(shuffle: bool, seed: int) -> int:
     """The state's ``shuffle`` entry: 0 for index order, else a small int of the seed."""
     if not shuffle:
@@ -127,10 +146,15 @@ class ArrayRecordSourceModule(RandomAccessSource):
     """Reads ArrayRecord shards (a materialized shard set, or plain files) as a source.
 
     Args:
-      path: a shard-set directory (with ``shardset.json``), one ``.array_record`` file, a glob,
-        or a list of files. ``ArrayRecordSourceModule(config, path)`` works too.
       config: an `ArrayRecordSourceConfig` (defaults: in order, unbounded epochs, this JAX
         process's host shard).
+      path: a shard-set directory (with ``shardset.json``), one ``.array_record`` file, a glob,
+        or a list of files.
+
+    Like every source, the config comes first: ``ArrayRecordSourceModule(config, path)``. The
+    path alone (``ArrayRecordSourceModule(path)``, as in the guide), the earlier order
+    ``(path, config)`` and keywords work too: a positional `ArrayRecordSourceConfig` is the config
+    and any other positional value the path.
 
     Records of a shard set decode to dicts of arrays using its schema; records of plain files
     come out as ``{RAW_KEY: bytes}``. State: ``get_state()`` is
@@ -144,21 +168,20 @@ class ArrayRecordSourceModule(RandomAccessSource):
       >>> from datarax_beam.shards.writer import write_shardset
       >>> d = tempfile.mkdtemp()
       >>> _ = write_shardset(d, {"x": np.arange(5, dtype=np.int32)}, num_shards=2)
-      >>> reader = ArrayRecordSourceModule(d)
+      >>> reader = ArrayRecordSourceModule(ArrayRecordSourceConfig(), d)
       >>> len(reader), [b["x"].tolist() for b in from_source(reader, batch_size=2)]
       (5, [[0, 1], [2, 3], [4]])
     """
 
     def __init__(
         self,
-        path: Any = None,
+        *args: Any,
         config: ArrayRecordSourceConfig | None = None,
-        *,
+        path: Any = None,
         name: str = "array_record",
         rngs: nnx.Rngs | None = None,
     ):
-        if isinstance(path, ArrayRecordSourceConfig):  # upstream order: (config, paths)
-            path, config = config, path
+        config, path = _config_and_path(args, config, path)
         if path is None:
             raise ValueError("ArrayRecordSourceModule needs `path` (a shard-set directory or files)")
         config = ArrayRecordSourceConfig() if config is None else config

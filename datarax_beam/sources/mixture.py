@@ -92,6 +92,36 @@ def _weights(weights: Any, k: int) -> tuple[float, ...]:
     return tuple((w / w.sum()).tolist())
 
 
+_FIELDS = tuple(f.name for f in dataclasses.fields(MixtureConfig))
+
+
+def _config_and_sources(config: Any, sources: Any, args: tuple, fields: dict) -> tuple[MixtureConfig, Any]:
+    """(config, sources) from `Mixture`'s arguments: ``(config, sources)``, or the earlier
+    ``(sources, weights, seed, *, exhaustion=..., ...)``."""
+    if isinstance(config, MixtureConfig):
+        if args or fields:
+            extra = [*(repr(a) for a in args), *fields]
+            raise TypeError(f"Mixture(config, sources) takes its settings from the MixtureConfig; got also "
+                            f"{', '.join(extra)}")
+        return config, sources
+    if config is not None:  # the earlier form: Mixture(sources, weights, seed, ...)
+        if sources is not None:
+            args = (sources, *args)
+        sources = config
+    if len(args) > 2:
+        raise TypeError(f"Mixture(sources, weights, seed) takes at most 3 positional arguments, got {len(args) + 1}")
+    for key, value in zip(("weights", "seed"), args, strict=False):
+        if key in fields:
+            raise TypeError(f"Mixture got `{key}` twice")
+        fields[key] = value
+    unknown = sorted(set(fields) - set(_FIELDS))
+    if unknown:
+        raise TypeError(f"Mixture got unexpected argument(s) {unknown}; a MixtureConfig has {list(_FIELDS)}")
+    if "weights" not in fields:
+        raise TypeError("Mixture needs `weights` (one per source): Mixture(MixtureConfig(weights=...), sources)")
+    return MixtureConfig(**fields), sources
+
+
 def quotas(weights: Sequence[float], total: int) -> np.ndarray:
     """Records per source in an epoch of ``total``: proportional, by largest remainder."""
     exact = np.asarray(weights) * total
@@ -137,32 +167,33 @@ class Mixture(RandomAccessSource):
     """Interleaves random-access sources (shard sets, memory, ...) by weight, as one source.
 
     Args:
+      config: a `MixtureConfig`: ``weights`` (one positive number per source, normalized to sum
+        to 1); ``seed`` (where each source's records fall in an epoch; ``None`` spreads them
+        evenly); ``exhaustion`` (``"first"`` or ``"repeat"``, module docstring) and
+        ``num_records`` (the epoch length with ``"repeat"``); ``num_epochs``, ``shard_index``,
+        ``shard_count``, ``drop_remainder``, ``read_threads``, ``prefetch_batches`` as for
+        `ArrayRecordSourceConfig`.
       sources: the random-access sources (e.g. `ArrayRecordSourceModule`s); they must yield
         the same features. Their own cursor, host shard and ``num_epochs`` are not used: the
         mixture reads their epoch orders (with their shuffle settings) by index.
-      weights: one positive number per source (normalized to sum to 1).
-      seed: seeds where each source's records fall in an epoch; ``None`` spreads them evenly.
-      exhaustion: ``"first"`` or ``"repeat"`` (module docstring); ``num_records`` the epoch
-        length with ``"repeat"``.
-      num_epochs, shard_index, shard_count, drop_remainder, read_threads, prefetch_batches: as
-        for `ArrayRecordSourceConfig`.
+
+    Like every source, the config comes first: ``Mixture(MixtureConfig(weights=...), sources)``.
+    The earlier form ``Mixture(sources, weights, seed=0, exhaustion=..., ...)`` (the config's
+    fields as arguments) works too.
 
     Example:
       >>> import numpy as np
       >>> from datarax_beam.sources import MemorySource
       >>> a = MemorySource(data={"x": np.zeros(6, np.int32)})
       >>> b = MemorySource(data={"x": np.ones(3, np.int32)})
-      >>> m = Mixture([a, b], [2, 1], seed=None)
+      >>> m = Mixture(MixtureConfig(weights=(2, 1), seed=None), [a, b])
       >>> len(m.epoch_order(0)), m.get_batch(m.epoch_order(0))["x"].tolist()
       (9, [0, 1, 0, 0, 1, 0, 0, 1, 0])
     """
 
-    def __init__(self, sources: Sequence[Any], weights: Sequence[float], seed: int | None = 0, *,
-                 exhaustion: str = "first", num_records: int | None = None,
-                 num_epochs: int | None = None, shard_index: int | None = None,
-                 shard_count: int | None = None, drop_remainder: bool = False,
-                 read_threads: int = 2, prefetch_batches: int = 4, name: str = "mixture",
-                 rngs: nnx.Rngs | None = None):
+    def __init__(self, config: MixtureConfig | Sequence[Any] | None = None, sources: Sequence[Any] | None = None,
+                 *args: Any, name: str = "mixture", rngs: nnx.Rngs | None = None, **fields: Any):
+        config, sources = _config_and_sources(config, sources, args, fields)
         sources = list(sources) if isinstance(sources, (list, tuple)) else sources
         if not isinstance(sources, list) or not sources:
             raise TypeError(f"`sources` must be a non-empty list of sources, got {sources!r:.100}")
@@ -174,14 +205,13 @@ class Mixture(RandomAccessSource):
                 )
             if len(s) == 0:
                 raise ValueError(f"Mixture `sources[{j}]` ({s.name!r}) is empty")
-        config = MixtureConfig(_weights(weights, len(sources)), seed, exhaustion, num_records,
-                               num_epochs, shard_index, shard_count, drop_remainder, read_threads,
-                               prefetch_batches)
+        config = dataclasses.replace(config, weights=_weights(config.weights, len(sources)))
         super().__init__(config, name=name, rngs=rngs)
+        shard_index, shard_count = config.shard_index, config.shard_count
         if shard_count is None:
             shard_index, shard_count = jax.process_index(), jax.process_count()
-        self._host = HostShard(shard_index, shard_count, drop_remainder)
-        self._parts = _Parts(sources, read_threads, prefetch_batches)
+        self._host = HostShard(shard_index, shard_count, config.drop_remainder)
+        self._parts = _Parts(sources, config.read_threads, config.prefetch_batches)
         self._parts.counts = self._epoch_counts()
         self._fingerprint = self._make_fingerprint()
         self.data_fingerprint = SourceCursor(self._fingerprint)
