@@ -57,6 +57,37 @@ def test_import_does_not_pull_in_beam():
 
 
 def test_worker_processes_log_warnings_only_unless_asked():
-    assert build_options(options.multi_process(2)).get_all_options()["default_sdk_harness_log_level"] == "WARNING"
+    assert build_options(options.multi_process(2)).get_all_options()["default_sdk_harness_log_level"] == "WARN"
     asked = build_options(options.multi_process(2) + ["--default_sdk_harness_log_level=INFO"])
     assert asked.get_all_options()["default_sdk_harness_log_level"] == "INFO"
+
+
+def test_local_engine_helpers():
+    flink = options.flink_local("localhost:8099")
+    assert flink == ["--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2",
+                     "--environment_type=LOOPBACK", "--sdk_worker_parallelism=2", "--job_endpoint=localhost:8099"]
+    ext = options.flink_local("localhost:8099", parallelism=3, environment="EXTERNAL", worker_pool="localhost:5000")
+    assert "--environment_type=EXTERNAL" in ext and "--environment_config=localhost:5000" in ext
+    assert "--parallelism=3" in ext and "--sdk_worker_parallelism=3" in ext
+    assert not any(f.startswith("--job_endpoint") for f in options.flink_local())  # Beam starts its own
+    spark = options.spark_local("localhost:8099", environment="EXTERNAL", worker_pool="localhost:5000")
+    assert spark[:2] == ["--runner=SparkRunner", "--spark_master_url=local[2]"]
+    assert "--environment_config=localhost:5000" in spark and "--job_endpoint=localhost:8099" in spark
+    assert options.spark_local(master="local[4]", extra_flag="1")[-1] == "--extra_flag=1"
+    opts = build_options(flink)
+    assert make_runner(opts) is None and not in_process_single_worker(opts)  # staged, not shared
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"environment": "DOCKER"}, "`environment` must be one of"),
+    ({"environment": "EXTERNAL"}, "needs `worker_pool`"),
+    ({"environment": "EXTERNAL", "worker_pool": 5000}, "needs `worker_pool`.*5000"),
+    ({"worker_pool": "localhost:5000"}, "only used with environment='EXTERNAL'"),
+    ({"parallelism": 0}, "`parallelism` must be an int >= 1, got 0"),
+    ({"parallelism": True}, "`parallelism` must be an int >= 1, got True"),
+])
+def test_local_engine_helpers_name_the_bad_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        options.flink_local("localhost:8099", **kwargs)
+    with pytest.raises(ValueError, match=match):
+        options.spark_local("localhost:8099", **kwargs)
