@@ -65,7 +65,8 @@ def test_worker_processes_log_warnings_only_unless_asked():
 def test_local_engine_helpers():
     flink = options.flink_local("localhost:8099")
     assert flink == ["--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2",
-                     "--environment_type=LOOPBACK", "--sdk_worker_parallelism=2", "--job_endpoint=localhost:8099"]
+                     "--environment_type=LOOPBACK", "--sdk_worker_parallelism=2",
+                     "--environment_cache_millis=60000", "--job_endpoint=localhost:8099"]
     ext = options.flink_local("localhost:8099", parallelism=3, environment="EXTERNAL", worker_pool="localhost:5000")
     assert "--environment_type=EXTERNAL" in ext and "--environment_config=localhost:5000" in ext
     assert "--parallelism=3" in ext and "--sdk_worker_parallelism=3" in ext
