@@ -1,41 +1,35 @@
-"""Apache Beam transforms: readers per source kind, the operator DoFn, the shard writer."""
+"""Apache Beam transforms: readers per source kind, the operator DoFn, the shard writer.
 
-from datarax_beam.transforms.commit import Commit, FinalizeShardsFn, PartInfo, plan_names
-from datarax_beam.transforms.dead_letter import FailureBudgetExceeded
-from datarax_beam.transforms.lock import OutputDirLocked
-from datarax_beam.transforms.operators import ApplyOperators, ApplyOperatorsFn
-from datarax_beam.transforms.readers import (
-    NAMESPACE,
-    Chunk,
-    ReadIndexRanges,
-    ReadSequential,
-    ReadStreamShards,
-    ShardTask,
-    plan_tasks,
-)
-from datarax_beam.transforms.staging import IndexReader, index_reader, stage_memory_source
-from datarax_beam.transforms.writer import WriteChunksFn, WriteShards, output_permutation
+The names below load their module on first use (PEP 562). A Beam SDK worker imports these modules
+from several threads at once (unpickling one stage's DoFns while decoding another stage's
+elements), and CPython's import locks deadlock when two threads import two submodules of a package
+whose ``__init__`` imports its submodules (each thread holds one submodule's lock and waits for the
+package's); a package ``__init__`` that imports nothing cannot take part in that cycle.
+"""
 
-__all__ = [
-    "NAMESPACE",
-    "ApplyOperators",
-    "ApplyOperatorsFn",
-    "Chunk",
-    "Commit",
-    "FailureBudgetExceeded",
-    "FinalizeShardsFn",
-    "IndexReader",
-    "OutputDirLocked",
-    "PartInfo",
-    "ReadIndexRanges",
-    "ReadSequential",
-    "ReadStreamShards",
-    "ShardTask",
-    "WriteChunksFn",
-    "WriteShards",
-    "index_reader",
-    "output_permutation",
-    "plan_names",
-    "plan_tasks",
-    "stage_memory_source",
-]
+import importlib
+
+_EXPORTS = {
+    "Commit": "commit", "FinalizeShardsFn": "commit", "PartInfo": "commit", "plan_names": "commit",
+    "FailureBudgetExceeded": "dead_letter",
+    "OutputDirLocked": "lock",
+    "ApplyOperators": "operators", "ApplyOperatorsFn": "operators",
+    "NAMESPACE": "readers", "Chunk": "readers", "ReadIndexRanges": "readers", "ReadSequential": "readers",
+    "ReadStreamShards": "readers", "ShardTask": "readers", "plan_tasks": "readers",
+    "IndexReader": "staging", "index_reader": "staging", "stage_memory_source": "staging",
+    "WriteChunksFn": "writer", "WriteShards": "writer", "output_permutation": "writer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
