@@ -13,7 +13,8 @@ of the submitting process (LOOPBACK).
 The job server's version must equal the Beam SDK's that submits to it (``beam_version``, default:
 the installed ``apache_beam``). Maven caches what it downloads in ``~/.m2/repository``; the
 resolved classpath is cached under `cache_dir()` (``$DATARAX_BEAM_CACHE`` or
-``~/.cache/datarax_beam``) ``/jobserver/<runner>-<versions>/``.
+``~/.cache/datarax_beam``) ``/jobserver/<runner>-<versions>-<pom hash>/`` (`classpath_dir`). The
+JVM flags assume Java 11 or newer (tested with 17).
 """
 
 from __future__ import annotations
