@@ -28,12 +28,6 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 _LOGS: list[tuple[str, str]] = []  # (what, log path) shown when an engine test fails
 
 
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "engines: materializes on Flink and Spark job servers (needs Java 17 and Maven; "
-                   "CI runs them; deselect with -m 'not engines')")
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
