@@ -7,12 +7,18 @@ servers Maven Central serves; see that file for why it is not the project's Beam
 ``datarax_beam`` from this source tree (a ``.pth`` file), so it never needs reinstalling when the
 code changes. pip runs again only when the requirements file or the Python version change (a stamp
 file records both). Standard library only: it runs before anything is installed.
+
+While pip installs, Maven downloads the Flink and Spark job servers' jars into ``~/.m2``
+(`prefetch_jars`: the poms in ``datarax_beam/runners/java/`` at their default versions, which are
+this environment's Beam and Flink line); both are downloads, so on a fresh machine the two overlap
+instead of adding up. `JobServer` later resolves its classpath from ``~/.m2`` in seconds.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -20,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REQUIREMENTS = os.path.join(ROOT, "requirements-engines.txt")
 DEFAULT_DIR = os.path.join(ROOT, ".venv-engines")
 STAMP = ".installed"
+POMS = [os.path.join(ROOT, "datarax_beam", "runners", "java", f"{r}.pom.xml") for r in ("flink", "spark")]
 
 
 def _python(venv_dir: str) -> str:
@@ -37,6 +44,28 @@ def _site_packages(python: str) -> str:
     return subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
 
 
+def prefetch_jars(log_dir: str, mvn: str = "mvn") -> list[tuple[subprocess.Popen, str]]:
+    """Starts Maven downloading the job servers' jars (``mvn dependency:resolve`` on each pom);
+    returns the running processes with their logs. Nothing starts without Maven on PATH."""
+    if shutil.which(mvn) is None:
+        return []
+    os.makedirs(log_dir, exist_ok=True)
+    running = []
+    for pom in POMS:
+        log_path = os.path.join(log_dir, "prefetch-" + os.path.basename(pom).replace(".pom.xml", ".log"))
+        with open(log_path, "w", encoding="utf-8") as log:
+            running.append((subprocess.Popen([mvn, "-B", "-f", pom, "dependency:resolve"], stdout=log,
+                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL), log_path))
+    return running
+
+
+def _wait_prefetch(running: list[tuple[subprocess.Popen, str]]) -> None:
+    for proc, log_path in running:
+        if proc.wait() != 0:  # not fatal: JobServer resolves again and reports what is missing
+            print(f"engines_env: Maven's prefetch failed (status {proc.returncode}); see {log_path}",
+                  file=sys.stderr, flush=True)
+
+
 def ensure(venv_dir: str = DEFAULT_DIR, *, quiet: bool = True) -> str:
     """Creates or refreshes the environment in ``venv_dir``; returns its interpreter."""
     venv_dir = os.path.abspath(venv_dir)
@@ -50,9 +79,13 @@ def ensure(venv_dir: str = DEFAULT_DIR, *, quiet: bool = True) -> str:
           f"(once per machine; a few minutes)", file=sys.stderr, flush=True)
     if not os.path.exists(python):
         subprocess.run([sys.executable, "-m", "venv", venv_dir], check=True)
+    prefetch = prefetch_jars(venv_dir)
     q = ["-q"] if quiet else []
-    subprocess.run([python, "-m", "pip", "install", *q, "--disable-pip-version-check",
-                    "-r", REQUIREMENTS], check=True)
+    try:
+        subprocess.run([python, "-m", "pip", "install", *q, "--disable-pip-version-check",
+                        "-r", REQUIREMENTS], check=True)
+    finally:
+        _wait_prefetch(prefetch)
     with open(os.path.join(_site_packages(python), "datarax_beam_source_tree.pth"), "w",
               encoding="utf-8") as f:
         f.write(ROOT + "\n")
