@@ -20,7 +20,7 @@ import pytest
 from datarax_beam.runners import options
 from datarax_beam.runners.jobserver import JobServer, WorkerPool, tail
 
-from .compare import JOBS, LOOPBACK_JOBS
+from .compare import JOBS, LOOPBACK_JOBS, started_workers
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -112,6 +112,14 @@ def run_driver(engine_python, engines_dir, name: str, flags: list[str], jobs=JOB
     return {"name": name, "out": str(out), "results": results, "log": str(log)}
 
 
+def _external(pool, run) -> dict:
+    """``run()``'s result, with ``"workers"``: the ids of the SDK worker processes the pool started
+    for it (the pool is shared by the runs; its log lists every worker it starts)."""
+    before = started_workers(pool.log_path)
+    result = run()
+    return {**result, "workers": started_workers(pool.log_path) - before}
+
+
 @pytest.fixture(scope="session")
 def reference(engine_python, engines_dir):
     """The jobs on the DirectRunner in the driver's process (the shards engines must equal)."""
@@ -127,9 +135,10 @@ def flink_loopback(engine_python, engines_dir, flink_server, reference):
 
 @pytest.fixture(scope="session")
 def flink_external(engine_python, engines_dir, flink_server, worker_pool, reference):
-    return run_driver(engine_python, engines_dir, "flink-external",
-                      options.flink_local(flink_server.endpoint, parallelism=2, environment="EXTERNAL",
-                                          worker_pool=worker_pool.endpoint))
+    return _external(worker_pool, lambda: run_driver(
+        engine_python, engines_dir, "flink-external",
+        options.flink_local(flink_server.endpoint, parallelism=2, environment="EXTERNAL",
+                            worker_pool=worker_pool.endpoint)))
 
 
 @pytest.fixture(scope="session")
@@ -140,6 +149,6 @@ def spark_loopback(engine_python, engines_dir, spark_server, reference):
 
 @pytest.fixture(scope="session")
 def spark_external(engine_python, engines_dir, spark_server, worker_pool, reference):
-    return run_driver(engine_python, engines_dir, "spark-external",
-                      options.spark_local(spark_server.endpoint, environment="EXTERNAL",
-                                          worker_pool=worker_pool.endpoint))
+    return _external(worker_pool, lambda: run_driver(
+        engine_python, engines_dir, "spark-external",
+        options.spark_local(spark_server.endpoint, environment="EXTERNAL", worker_pool=worker_pool.endpoint)))

@@ -18,3 +18,8 @@ def test_loopback_workers_commit_what_the_direct_runner_commits(spark_loopback, 
 @pytest.mark.parametrize("job", JOBS)
 def test_external_worker_processes_commit_what_the_direct_runner_commits(spark_external, reference, job):
     assert_same_output(spark_external, reference, job)
+
+
+def test_external_workers_are_separate_processes(spark_external):
+    # SDK worker processes started by the pool (one per executor thread of local[2])
+    assert len(spark_external["workers"]) >= 2, spark_external["workers"]
