@@ -17,9 +17,12 @@ Each helper returns a list of Beam argv flags; pass it (plus your own flags) as
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from datarax_beam import logs
 
 DIRECT = "DirectRunner"
 
@@ -153,6 +156,21 @@ def spark_local(job_endpoint: str | None = None, *, master: str = "local[2]", en
 #: Java job servers of Flink and Spark parse the option too and know only Java's level names
 #: (DEBUG, TRACE, INFO, WARN, ERROR, OFF); Python reads it as ``logging.WARN``.
 WORKER_LOG_LEVEL = "WARN"
+
+_HARNESS_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN", logging.ERROR: "ERROR"}
+
+
+def harness_log_level(value: str | int) -> str:
+    """``--default_sdk_harness_log_level``'s value for a `datarax_beam.logs` level: a name that Python
+    SDK workers and the Java job servers both read (``"WARNING"`` -> ``"WARN"``, ``20`` ->
+    ``"INFO"``); other numbers stay numbers, which only Python workers read.
+
+    Example:
+      >>> harness_log_level("warning"), harness_log_level(10), harness_log_level(25)
+      ('WARN', 'DEBUG', '25')
+    """
+    level = logs.check_level(value)
+    return _HARNESS_NAMES.get(level, str(level))
 
 
 def build_options(options: PipelineOptions | Sequence[str] | None = None) -> PipelineOptions:

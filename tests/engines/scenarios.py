@@ -71,7 +71,9 @@ def iterator_job(data_dir: str):
                              "id": np.arange(n, dtype=np.int64) * 1000}, name="engine-stream")
     pipeline = (from_source(source, 32) >> OperatorNode(Normalize("x", axes="all"))
                 >> OperatorNode(_noise_op(3)) >> OperatorNode(ElementOperator(ElementOperatorConfig(), fn=_guard)))
-    return pipeline, {"num_shards": 2, "shuffle": True, "seed": 5}
+    # log_level: materialize passes it to the workers, and Flink's and Spark's job servers read it
+    # too (as Java's level names; runners.options.harness_log_level)
+    return pipeline, {"num_shards": 2, "shuffle": True, "seed": 5, "log_level": "WARNING"}
 
 
 def _scale(e, k):

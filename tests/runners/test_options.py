@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -10,8 +11,10 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
+from datarax_beam import logs
 from datarax_beam.runners import build_options, make_runner, options
 from datarax_beam.runners.options import in_process_single_worker
+from datarax_beam.runners.quiet import wants_quiet
 
 
 def test_default_is_direct_in_process_on_fnapi_runner_not_prism():
@@ -60,6 +63,18 @@ def test_worker_processes_log_warnings_only_unless_asked():
     assert build_options(options.multi_process(2)).get_all_options()["default_sdk_harness_log_level"] == "WARN"
     asked = build_options(options.multi_process(2) + ["--default_sdk_harness_log_level=INFO"])
     assert asked.get_all_options()["default_sdk_harness_log_level"] == "INFO"
+
+
+def test_worker_log_levels_are_names_the_java_job_servers_read():
+    # Flink's and Spark's job servers parse --default_sdk_harness_log_level as Java's LogLevel
+    # (OFF, ERROR, WARN, INFO, DEBUG, TRACE) and fail the job on WARNING or 20 (seen on Flink)
+    assert [options.harness_log_level(v) for v in ("WARNING", "warn", 30, "INFO", 10, "ERROR")] == [
+        "WARN", "WARN", "WARN", "INFO", "DEBUG", "ERROR"]
+    assert options.harness_log_level("CRITICAL") == "50" and options.harness_log_level(25) == "25"
+    with pytest.raises(ValueError, match="Unknown `log_level` 'LOUD'"):
+        options.harness_log_level("LOUD")
+    assert logs.check_level("WARN") == logging.WARNING  # so the default keeps local workers quiet
+    assert wants_quiet(build_options(options.multi_process(2)))
 
 
 def test_local_engine_helpers():
