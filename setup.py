@@ -21,6 +21,18 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["datarax_beam", "datarax_beam.*"]),
+    # the Maven poms from which `runners.jobserver` resolves the Flink and Spark job servers
+    package_data={"datarax_beam.runners": ["java/*.pom.xml"]},
+    # The job servers for Flink and Spark must run the submitting SDK's Beam release
+    # (`datarax_beam.runners.jobserver`). Where Maven Central serves them that is any release; the
+    # Maven Central our CI machines reach resolves them for Beam 2.62.0 only (2.63-2.77: runner or
+    # job-service artifacts missing; the shaded *-job-server jars: missing for every release).
+    # Beam 2.62.0 is NOT pinned here: it needs dill<0.3.2, and every `multiprocess` wheel that
+    # `datasets` (the HF sources) depends on needs dill>=0.3.2, so pip finds no resolution
+    # (ResolutionImpossible with binary wheels; the only older multiprocess, 0.70.9, is an sdist
+    # that predates Python 3.11). Instead `make test`/`make bench` submit the engine jobs from a
+    # second environment, .venv-engines (requirements-engines.txt: Beam 2.62.0 and these
+    # requirements but `datasets`), built by tools/engines_env.py. Everything else uses this Beam.
     install_requires=[
         "apache-beam>=2.60",
         "jax>=0.4.30",

@@ -10,7 +10,9 @@ step never leak into the next):
 4. ``images.py`` -- JPEG decode/resize/crop/flip/normalize: `materialize` vs a hand loop and Grain;
 5. ``text.py`` -- WordPiece tokenization: `materialize` vs HF ``map(batched=True)`` + ``save_to_disk``;
 6. ``tabular.py`` -- 3 vocabularies + 4 normalized numerics with the statistics pass (pandas for reference);
-7. ``scaling.py`` once per size (10k, 100k, 1M) -- time per record and peak RSS.
+7. ``scaling.py`` once per size (10k, 100k, 1M) -- time per record and peak RSS;
+8. ``engines.py`` -- `materialize` on Flink with 2 EXTERNAL workers vs the in-process DirectRunner
+   (1M generated records; needs Java, Maven and the engines environment, see docs/offline.md).
 
 and prints one table built from this run only. ``--write`` also writes it to
 ``benchmarks/results.md`` (or ``--results PATH``); nothing is written otherwise.
@@ -35,10 +37,10 @@ MARK = "@@RESULT "
 
 FULL = {"offline": 100_000, "reader": 100_000, "restore": 1_000_000, "hf": 100_000, "repeats": 2,
         "images": 20_000, "text": 100_000, "tabular": 200_000,
-        "scaling": (10_000, 100_000, 1_000_000)}
+        "scaling": (10_000, 100_000, 1_000_000), "engines": 1_000_000}
 QUICK = {"offline": 4_096, "reader": 4_096, "restore": 20_000, "hf": 4_096, "repeats": 1,
          "images": 300, "text": 2_048, "tabular": 4_096,
-         "scaling": (1_000, 2_000, 4_000)}
+         "scaling": (1_000, 2_000, 4_000), "engines": 4_096}
 
 
 def run_step(module: str, args: list[str]) -> dict:
@@ -82,7 +84,7 @@ def machine() -> str:
 
 def table(r: dict, sizes: tuple[int, ...], quick: bool) -> str:
     off, rd, hf, sc = r["offline"], r["reader"], r["hf"], r["scaling"]
-    img, txt, tab = r["images"], r["text"], r["tabular"]
+    img, txt, tab, eng = r["images"], r["text"], r["tabular"], r["engines"]
     size = FULL_OR_QUICK(quick)
     hand, ours = off["(a) hand loop"], off["ours in-process"]
     workers = next(v for k, v in off.items() if k.startswith("ours ") and k.endswith("workers"))
@@ -126,6 +128,8 @@ def table(r: dict, sizes: tuple[int, ...], quick: bool) -> str:
         tabular_row(f"tabular, {size['tabular']:,} rows, 3 vocabularies + 4 normalized, statistics "
                     "included: `materialize` rows/s vs pandas in memory"
                     + ("" if tab["identical"] else " (**ids differ**)"), tab["ours"], tab["pandas"], 50_000),
+        row(f"engines, {eng['records']:,} generated 28x28 f32 + normalize: Flink {eng['flink']} (2 EXTERNAL "
+            f"workers) vs DirectRunner in-process, Beam {eng['beam']}", eng["flink_rate"], eng["direct_rate"], None),
         "",
         "| scaling: `materialize` of a generated source | time | us/record | vs smallest | peak RSS | RSS growth during the job |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -166,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         "text": run_step("text", ["--records", str(size["text"])]),
         "tabular": run_step("tabular", ["--records", str(size["tabular"])]),
         "scaling": [run_step("scaling", ["--records", str(n)]) for n in size["scaling"]],
+        "engines": run_step("engines", ["--records", str(size["engines"])]),
     }
     text = table(results, size["scaling"], args.quick)
     print("\n" + text)

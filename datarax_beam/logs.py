@@ -54,6 +54,8 @@ def check_level(value: str | int) -> int:
     name = value.strip().upper()
     if name.isdecimal():
         return int(name)
+    if name == "WARN":  # Java's name, which Flink's and Spark's job servers need (runners.options)
+        name = "WARNING"
     if name not in LEVELS:
         raise ValueError(f"Unknown `log_level` {value!r}; expected one of {LEVELS}")
     return getattr(logging, name)

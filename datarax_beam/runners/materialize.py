@@ -25,6 +25,7 @@ from datarax_beam.dag.pipeline import Pipeline
 from datarax_beam.progress import JobProgress, is_enabled
 from datarax_beam.runners.options import (
     build_options,
+    harness_log_level,
     in_process_single_worker,
     make_runner,
     runner_name,
@@ -92,7 +93,7 @@ def run(
     opts = build_options(options)
     is_enabled(progress)  # checks its type
     if log_level is not None:  # the workers' level too (the runner reads it when it is made)
-        opts.view_as(WorkerOptions).default_sdk_harness_log_level = str(logs.check_level(log_level))
+        opts.view_as(WorkerOptions).default_sdk_harness_log_level = harness_log_level(log_level)
     refuse_committed(output_dir, overwrite)
     transform_dir = transform_target(pipeline, output_dir, export_transform)  # refused before the job
     source = pipeline.source

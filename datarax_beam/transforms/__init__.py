@@ -5,54 +5,42 @@ from: `ApplyChain` (indexed records -> transformed records, jitted per bundle),
 `WriteShardSet` (indexed records -> a committed shard set), `ReadShardSet` (a committed shard
 set -> records, split by record ranges) and `Materialize` (a whole job on a `PBegin`). The rest
 are their parts: readers per source kind, the operator DoFn, the shard writer and commit.
+
+The names below load their module on first use (PEP 562). A Beam SDK worker imports these modules
+from several threads at once (unpickling one stage's DoFns while decoding another stage's
+elements), and CPython's import locks deadlock when two threads import two submodules of a package
+whose ``__init__`` imports its submodules (each thread holds one submodule's lock and waits for the
+package's); a package ``__init__`` that imports nothing cannot take part in that cycle.
 """
 
-from datarax_beam.transforms.chain import ApplyChain
-from datarax_beam.transforms.commit import Commit, FinalizeShardsFn, PartInfo, plan_names
-from datarax_beam.transforms.dead_letter import FailureBudgetExceeded
-from datarax_beam.transforms.job import Materialize
-from datarax_beam.transforms.lock import OutputDirLocked
-from datarax_beam.transforms.operators import ApplyOperators, ApplyOperatorsFn
-from datarax_beam.transforms.read_set import ReadShardSet
-from datarax_beam.transforms.readers import (
-    NAMESPACE,
-    Chunk,
-    ReadIndexRanges,
-    ReadSequential,
-    ReadStreamShards,
-    ShardTask,
-    plan_tasks,
-)
-from datarax_beam.transforms.records import DeadLetter
-from datarax_beam.transforms.staging import IndexReader, index_reader, stage_memory_source
-from datarax_beam.transforms.write_set import WriteShardSet
-from datarax_beam.transforms.writer import WriteChunksFn, WriteShards, output_permutation
+import importlib
 
-__all__ = [
-    "NAMESPACE",
-    "ApplyChain",
-    "ApplyOperators",
-    "ApplyOperatorsFn",
-    "Chunk",
-    "Commit",
-    "DeadLetter",
-    "FailureBudgetExceeded",
-    "FinalizeShardsFn",
-    "IndexReader",
-    "Materialize",
-    "OutputDirLocked",
-    "PartInfo",
-    "ReadIndexRanges",
-    "ReadSequential",
-    "ReadShardSet",
-    "ReadStreamShards",
-    "ShardTask",
-    "WriteChunksFn",
-    "WriteShardSet",
-    "WriteShards",
-    "index_reader",
-    "output_permutation",
-    "plan_names",
-    "plan_tasks",
-    "stage_memory_source",
-]
+_EXPORTS = {
+    "ApplyChain": "chain",
+    "Commit": "commit", "FinalizeShardsFn": "commit", "PartInfo": "commit", "plan_names": "commit",
+    "FailureBudgetExceeded": "dead_letter",
+    "Materialize": "job",
+    "OutputDirLocked": "lock",
+    "ApplyOperators": "operators", "ApplyOperatorsFn": "operators",
+    "ReadShardSet": "read_set",
+    "NAMESPACE": "readers", "Chunk": "readers", "ReadIndexRanges": "readers", "ReadSequential": "readers",
+    "ReadStreamShards": "readers", "ShardTask": "readers", "plan_tasks": "readers",
+    "DeadLetter": "records",
+    "IndexReader": "staging", "index_reader": "staging", "stage_memory_source": "staging",
+    "WriteShardSet": "write_set",
+    "WriteChunksFn": "writer", "WriteShards": "writer", "output_permutation": "writer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

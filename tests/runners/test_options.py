@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -10,8 +11,10 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner.fn_runner import FnApiRunner
 
+from datarax_beam import logs
 from datarax_beam.runners import build_options, make_runner, options
 from datarax_beam.runners.options import in_process_single_worker
+from datarax_beam.runners.quiet import wants_quiet
 
 
 def test_default_is_direct_in_process_on_fnapi_runner_not_prism():
@@ -57,6 +60,50 @@ def test_import_does_not_pull_in_beam():
 
 
 def test_worker_processes_log_warnings_only_unless_asked():
-    assert build_options(options.multi_process(2)).get_all_options()["default_sdk_harness_log_level"] == "WARNING"
+    assert build_options(options.multi_process(2)).get_all_options()["default_sdk_harness_log_level"] == "WARN"
     asked = build_options(options.multi_process(2) + ["--default_sdk_harness_log_level=INFO"])
     assert asked.get_all_options()["default_sdk_harness_log_level"] == "INFO"
+
+
+def test_worker_log_levels_are_names_the_java_job_servers_read():
+    # Flink's and Spark's job servers parse --default_sdk_harness_log_level as Java's LogLevel
+    # (OFF, ERROR, WARN, INFO, DEBUG, TRACE) and fail the job on WARNING or 20 (seen on Flink)
+    assert [options.harness_log_level(v) for v in ("WARNING", "warn", 30, "INFO", 10, "ERROR")] == [
+        "WARN", "WARN", "WARN", "INFO", "DEBUG", "ERROR"]
+    assert options.harness_log_level("CRITICAL") == "50" and options.harness_log_level(25) == "25"
+    with pytest.raises(ValueError, match="Unknown `log_level` 'LOUD'"):
+        options.harness_log_level("LOUD")
+    assert logs.check_level("WARN") == logging.WARNING  # so the default keeps local workers quiet
+    assert wants_quiet(build_options(options.multi_process(2)))
+
+
+def test_local_engine_helpers():
+    flink = options.flink_local("localhost:8099")
+    assert flink == ["--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2",
+                     "--environment_type=LOOPBACK", "--sdk_worker_parallelism=2",
+                     "--environment_cache_millis=60000", "--job_endpoint=localhost:8099"]
+    ext = options.flink_local("localhost:8099", parallelism=3, environment="EXTERNAL", worker_pool="localhost:5000")
+    assert "--environment_type=EXTERNAL" in ext and "--environment_config=localhost:5000" in ext
+    assert "--parallelism=3" in ext and "--sdk_worker_parallelism=3" in ext
+    assert not any(f.startswith("--job_endpoint") for f in options.flink_local())  # Beam starts its own
+    spark = options.spark_local("localhost:8099", environment="EXTERNAL", worker_pool="localhost:5000")
+    assert spark[:2] == ["--runner=SparkRunner", "--spark_master_url=local[2]"]
+    assert "--environment_config=localhost:5000" in spark and "--job_endpoint=localhost:8099" in spark
+    assert options.spark_local(master="local[4]", extra_flag="1")[-1] == "--extra_flag=1"
+    opts = build_options(flink)
+    assert make_runner(opts) is None and not in_process_single_worker(opts)  # staged, not shared
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"environment": "DOCKER"}, "`environment` must be one of"),
+    ({"environment": "EXTERNAL"}, "needs `worker_pool`"),
+    ({"environment": "EXTERNAL", "worker_pool": 5000}, "needs `worker_pool`.*5000"),
+    ({"worker_pool": "localhost:5000"}, "only used with environment='EXTERNAL'"),
+    ({"parallelism": 0}, "`parallelism` must be an int >= 1, got 0"),
+    ({"parallelism": True}, "`parallelism` must be an int >= 1, got True"),
+])
+def test_local_engine_helpers_name_the_bad_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        options.flink_local("localhost:8099", **kwargs)
+    with pytest.raises(ValueError, match=match):
+        options.spark_local("localhost:8099", **kwargs)
