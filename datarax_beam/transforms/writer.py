@@ -34,7 +34,9 @@ from datarax_beam.progress import Reporter
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.checksum import sha256_file
 from datarax_beam.shards.codec import Schema, SchemaError
+from datarax_beam.shards.compress import RecordCompressor, default_threads
 from datarax_beam.shards.fit import encode_fitting
+from datarax_beam.shards.writer import ShardFileWriter
 from datarax_beam.transforms import dead_letter, files
 from datarax_beam.transforms.commit import Commit, FinalizeShardsFn, PartInfo
 from datarax_beam.transforms.dead_letter import DEFAULT_POLICY, ErrorPolicy, failure, keep
@@ -46,6 +48,9 @@ def output_permutation(seed: int, n: int) -> np.ndarray:
     ``order[perm[j]]``. A function of (seed, n) only, so it is the same on every runner."""
     return np.random.default_rng([int(seed), 0x5348554646]).permutation(n)
 
+
+#: Records per write of `WriteGroupFn` (compressed as one batch on the writer's threads).
+_WRITE_BATCH = 1024
 
 #: Test-only fault injection: called with each `PartInfo` after its file is written and before
 #: the writer reports it (a worker dying there leaves an orphan temp part). None in production.
@@ -68,11 +73,11 @@ def encode_chunk(chunk: Chunk, schema: Schema, policy: ErrorPolicy, note: str = 
 
 class _Part:
     """An open ArrayRecord temp file covering output positions ``[start, stop)`` (its records
-    plus its failed records); written locally, uploaded at close for remote paths."""
+    plus its failed records); written locally, uploaded at close for remote paths. Records are
+    compressed on ``compressor``'s threads (see `ShardFileWriter`)."""
 
-    def __init__(self, tmp_dir: str, shard: int, num_shards: int, start: int, compression: str):
-        from array_record.python.array_record_module import ArrayRecordWriter
-
+    def __init__(self, tmp_dir: str, shard: int, num_shards: int, start: int, compression: str,
+                 compressor: RecordCompressor):
         self.shard, self.start, self.stop = shard, start, start
         self.failures: list[dict] = []
         name = f"{ss.shard_name(shard, num_shards)}.{start}.{uuid.uuid4().hex}"
@@ -83,12 +88,12 @@ class _Part:
         else:
             os.makedirs(tmp_dir, exist_ok=True)
             self.local = self.path
-        self.writer = ArrayRecordWriter(self.local, ss.writer_options(compression))
+        self.writer = ShardFileWriter(self.local, compression, compressor)
 
     def write(self, records: list[bytes]) -> int:
-        write = self.writer.write
-        for rec in records:
-            write(rec)
+        """Stores codec records (compressing them while the caller goes on); returns their
+        codec bytes."""
+        self.writer.write(records)
         return sum(map(len, records))
 
     def close(self) -> PartInfo:
@@ -108,6 +113,7 @@ class _Part:
 class _WriterBase(beam.DoFn):
     def __init__(self, commit: Commit, policy: ErrorPolicy = DEFAULT_POLICY):
         self._tmp_dir, self._num_shards, self._compression = commit.tmp_dir, commit.num_shards, commit.compression
+        self._threads = commit.writer_threads
         self._schema_json, self._note, self._policy = commit.schema, commit.schema_note, policy
         self._records = Metrics.counter(NAMESPACE, "records_written")
         self._failed = Metrics.counter(NAMESPACE, "records_failed")
@@ -120,12 +126,18 @@ class _WriterBase(beam.DoFn):
 
     def setup(self):
         self._schema = Schema.from_json(self._schema_json)
+        self._compressor = RecordCompressor(self._compression, self._threads or default_threads())
+
+    def teardown(self):
+        compressor = getattr(self, "_compressor", None)
+        if compressor is not None:
+            compressor.close()
 
     def _encode(self, chunk: Chunk) -> tuple[list[bytes], Chunk]:
         return encode_chunk(chunk, self._schema, self._policy, self._note)
 
     def _open(self, shard: int, start: int) -> _Part:
-        return _Part(self._tmp_dir, shard, self._num_shards, start, self._compression)
+        return _Part(self._tmp_dir, shard, self._num_shards, start, self._compression, self._compressor)
 
     def _close(self, part: _Part) -> PartInfo:
         info = part.close()
@@ -225,11 +237,10 @@ class WriteGroupFn(_WriterBase):
         if [e[0] for e in events] != list(range(start, start + len(events))):
             raise RuntimeError(f"Shard {shard} received non-contiguous output positions")
         part = self._open(int(shard), start)
-        for _, record, entry in events:
-            if record is None:
-                part.failures.append(entry)
-            else:
-                self._encoded.inc(part.write([record]))
+        records = [record for _, record, _ in events if record is not None]
+        part.failures.extend(entry for _, record, entry in events if record is None)
+        for a in range(0, len(records), _WRITE_BATCH):  # batches: compressed while one is written
+            self._encoded.inc(part.write(records[a : a + _WRITE_BATCH]))
         part.stop = start + len(events)
         self._progress.add(sum(e[1] is not None for e in events), sum(e[1] is None for e in events))
         yield self._close(part)
