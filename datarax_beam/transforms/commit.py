@@ -269,12 +269,17 @@ def write_marker(shardset: ShardSet) -> None:
 
 
 class FinalizeShardsFn(beam.DoFn):
-    """Receives the list of all `PartInfo`s once, commits, and yields ``shardset.json``'s text."""
+    """Receives the list of all `PartInfo`s once, commits, and yields ``shardset.json``'s text.
+
+    The parts come as the side input ``parts`` of a single element (`WriteShards` runs it on an
+    ``Impulse``), or as the element itself (a list, e.g. after ``ToList``)."""
 
     def __init__(self, commit: Commit):
         self._commit = commit
 
-    def process(self, parts, statistics: dict | None = None):
+    def process(self, element, parts: list | None = None, statistics: dict | None = None):
+        if parts is None:
+            parts = element
         commit = self._commit
         if statistics:
             commit = commit._replace(statistics=statistics)

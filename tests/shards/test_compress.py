@@ -38,6 +38,7 @@ def test_round_trip_and_tags():
     assert stored[0][0] == 1 and len(stored[0]) < len(recs[0])  # zeros: a zstd frame
     assert stored[1][0] == 0 and stored[1][1:] == recs[1]  # random bytes: stored raw
     assert recs[5] == b"" and stored[5] == b"\x00"  # an empty record stays one tag byte
+    assert RecordCompressor("zstd").compress([]) == []  # a batch whose records all failed
 
 
 @pytest.mark.parametrize("threads", [2, 3, 8])
