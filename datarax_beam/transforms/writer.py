@@ -140,16 +140,21 @@ class _WriterBase(beam.DoFn):
 
     def setup(self):
         self._schema = Schema.from_json(self._schema_json)
-        self._compressor = RecordCompressor(self._compression, self._threads or default_threads())
-        self._finisher = futures.ThreadPoolExecutor(1, thread_name_prefix="datarax_beam-finish")
+
+    def _start_threads(self):
+        # here, not in setup(): subclasses that override setup() still get them
+        if getattr(self, "_compressor", None) is None:
+            self._compressor = RecordCompressor(self._compression, self._threads or default_threads())
+            self._finisher = futures.ThreadPoolExecutor(1, thread_name_prefix="datarax_beam-finish")
 
     def teardown(self):
-        if getattr(self, "_finisher", None) is not None:
-            self._finisher.shutdown(wait=True)
         if getattr(self, "_compressor", None) is not None:
+            self._finisher.shutdown(wait=True)
             self._compressor.close()
+            self._compressor = None
 
     def start_bundle(self):
+        self._start_threads()
         self._closing: list[futures.Future] = []
 
     def _encode(self, chunk: Chunk) -> tuple[list[bytes], Chunk]:
