@@ -40,6 +40,8 @@ setup(
         "array-record>=0.5",
         "pyarrow>=14",
         "numpy>=1.26",
+        # record-level zstd of shard records (releases the GIL: writers compress on threads)
+        "zstandard>=0.22",
         "tensorflow-datasets>=4.9.6",
         # TFDS needs it to prepare datasets (DatasetBuilder.code_path) but only declares it for
         # Python < 3.9.

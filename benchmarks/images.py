@@ -41,11 +41,14 @@ from datarax_beam import from_source  # noqa: E402
 from datarax_beam.core import columns as cols  # noqa: E402
 from datarax_beam.operators import ElementOperator, ElementOperatorConfig  # noqa: E402
 from datarax_beam.operators.image import DecodeImage, RandomCrop, RandomFlip, ResizeImage  # noqa: E402
-from datarax_beam.shards import shard_name, writer_options  # noqa: E402
+from datarax_beam.shards import shard_name  # noqa: E402
 from datarax_beam.sources import MemorySource  # noqa: E402
 
 SHARDS = 8
 BATCH = 256
+#: What a user writes by hand: ArrayRecord\'s own zstd (riegeli compresses inside `write`, one
+#: thread). Our shards store records compressed by us instead (docs/format.md).
+HAND_OPTIONS = "group_size:1,zstd"
 SIZE, CROP = (64, 64), (56, 56)
 MEAN, STD = 0.5, 0.25
 THREADS = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
@@ -111,7 +114,7 @@ def hand_loop(encoded: list[bytes], out: str) -> None:
     n = len(encoded)
     with ThreadPoolExecutor(THREADS) as pool:
         for s, part in enumerate(np.array_split(np.arange(n), SHARDS)):
-            writer = ArrayRecordWriter(os.path.join(out, shard_name(s, SHARDS)), writer_options("zstd"))
+            writer = ArrayRecordWriter(os.path.join(out, shard_name(s, SHARDS)), HAND_OPTIONS)
             for start in range(int(part[0]), int(part[-1]) + 1, BATCH) if len(part) else ():
                 stop = min(start + BATCH, int(part[-1]) + 1)
                 images = np.stack(list(pool.map(decode_resize, encoded[start:stop])))
@@ -141,24 +144,30 @@ def grain_job(encoded: list[bytes], out: str) -> None:
     os.makedirs(out, exist_ok=True)
     bounds = [int(p[-1]) + 1 for p in np.array_split(np.arange(len(encoded)), SHARDS)]
     shard, written = 0, 0
-    writer = ArrayRecordWriter(os.path.join(out, shard_name(0, SHARDS)), writer_options("zstd"))
+    writer = ArrayRecordWriter(os.path.join(out, shard_name(0, SHARDS)), HAND_OPTIONS)
     for batch in ds:
         for row in batch:
             while written >= bounds[shard]:
                 writer.close()
                 shard += 1
-                writer = ArrayRecordWriter(os.path.join(out, shard_name(shard, SHARDS)), writer_options("zstd"))
+                writer = ArrayRecordWriter(os.path.join(out, shard_name(shard, SHARDS)), HAND_OPTIONS)
             writer.write(np.ascontiguousarray(row).tobytes())
             written += 1
     writer.close()
 
 
 def read_images(directory: str, n: int) -> np.ndarray:
-    from array_record.python.array_record_data_source import ArrayRecordDataSource
+    """The pixels of a directory's shards (ours decompressed per its shardset.json, the hand
+    loop's as riegeli stored them)."""
+    from datarax_beam.sources import ArrayRecordSourceModule
+    from datarax_beam.sources.array_record import RAW_KEY, ArrayRecordSourceConfig
 
     paths = [os.path.join(directory, shard_name(s, SHARDS)) for s in range(SHARDS)]
-    ds = ArrayRecordDataSource(paths)
-    return np.frombuffer(b"".join(ds.__getitems__(range(len(ds)))), np.float32).reshape(n, *CROP, 3)
+    config = ArrayRecordSourceConfig(decode=False, read_threads=0, prefetch_batches=0)
+    reader = ArrayRecordSourceModule(paths, config)
+    records = reader.get_batch(np.arange(len(reader)))[RAW_KEY]
+    reader.close()
+    return np.frombuffer(b"".join(records), np.float32).reshape(n, *CROP, 3)
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -10,8 +10,10 @@ step never leak into the next):
 4. ``images.py`` -- JPEG decode/resize/crop/flip/normalize: `materialize` vs a hand loop and Grain;
 5. ``text.py`` -- WordPiece tokenization: `materialize` vs HF ``map(batched=True)`` + ``save_to_disk``;
 6. ``tabular.py`` -- 3 vocabularies + 4 normalized numerics with the statistics pass (pandas for reference);
-7. ``scaling.py`` once per size (10k, 100k, 1M) -- time per record and peak RSS;
-8. ``engines.py`` -- `materialize` on Flink with 2 EXTERNAL workers vs the in-process DirectRunner
+7. ``scaleout.py`` -- `materialize` with 1 and 2 worker processes (parallel efficiency) for an
+   I/O-bound and a CPU-bound chain, and a 64x64x3 image job vs its hand loop and the chain alone;
+8. ``scaling.py`` once per size (10k, 100k, 1M) -- time per record and peak RSS;
+9. ``engines.py`` -- `materialize` on Flink with 2 EXTERNAL workers vs the in-process DirectRunner
    (1M generated records; needs Java, Maven and the engines environment, see docs/offline.md).
 
 and prints one table built from this run only. ``--write`` also writes it to
@@ -37,9 +39,11 @@ MARK = "@@RESULT "
 
 FULL = {"offline": 100_000, "reader": 100_000, "restore": 1_000_000, "hf": 100_000, "repeats": 2,
         "images": 20_000, "text": 100_000, "tabular": 200_000,
+        "scaleout": 200_000, "scaleout_images": 50_000,
         "scaling": (10_000, 100_000, 1_000_000), "engines": 1_000_000}
 QUICK = {"offline": 4_096, "reader": 4_096, "restore": 20_000, "hf": 4_096, "repeats": 1,
          "images": 300, "text": 2_048, "tabular": 4_096,
+         "scaleout": 1_024, "scaleout_images": 1_024,
          "scaling": (1_000, 2_000, 4_000), "engines": 4_096}
 
 
@@ -84,26 +88,21 @@ def machine() -> str:
 
 def table(r: dict, sizes: tuple[int, ...], quick: bool) -> str:
     off, rd, hf, sc = r["offline"], r["reader"], r["hf"], r["scaling"]
-    img, txt, tab, eng = r["images"], r["text"], r["tabular"], r["engines"]
+    img, txt, tab, eng, out = r["images"], r["text"], r["tabular"], r["engines"], r["scaleout"]
     size = FULL_OR_QUICK(quick)
     hand, ours = off["(a) hand loop"], off["ours in-process"]
     workers = next(v for k, v in off.items() if k.startswith("ours ") and k.endswith("workers"))
     naive = off.get("(b) naive Beam")
     n_off, n_hf = f"{FULL_OR_QUICK(quick)['offline']:,}", f"{FULL_OR_QUICK(quick)['hf']:,}"
 
-    def row(what, ours_rate, other_rate, goal):
-        ratio = ours_rate / other_rate
-        ok = "" if goal is None else (" (met)" if ratio >= goal else " (**missed**)")
-        goal_text = "-" if goal is None else f">= {goal:g}x{ok}"
-        return f"| {what} | {ours_rate:,.0f} | {other_rate:,.0f} | **{ratio:.2f}x** | {goal_text} |"
-
+    row = _row
     lines = [
         f"Measured {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} on {machine()}"
         + (" (**--quick sizes: a smoke test, not a measurement**)" if quick else "") + ".",
         "",
         "| comparison (records/s, same run) | ours | baseline | ratio | goal |",
         "|---|---:|---:|---:|---|",
-        row(f"offline, {n_off} 28x28 f32: `materialize` in-process vs (a) hand loop", ours, hand, 0.8),
+        row(f"offline, {n_off} 28x28 f32: `materialize` in-process vs (a) hand loop", ours, hand, 1.3),
         row("offline: `materialize` in-process vs (b) naive Beam job", ours, naive, 4) if naive else
         "| offline: vs (b) naive Beam job | - | skipped | - | >= 4x |",
         row("offline: `materialize` 2 worker processes vs (a) hand loop", workers, hand, None),
@@ -128,6 +127,7 @@ def table(r: dict, sizes: tuple[int, ...], quick: bool) -> str:
         tabular_row(f"tabular, {size['tabular']:,} rows, 3 vocabularies + 4 normalized, statistics "
                     "included: `materialize` rows/s vs pandas in memory"
                     + ("" if tab["identical"] else " (**ids differ**)"), tab["ours"], tab["pandas"], 50_000),
+        *scaleout_rows(out),
         row(f"engines, {eng['records']:,} generated 28x28 f32 + normalize: Flink {eng['flink']} (2 EXTERNAL "
             f"workers) vs DirectRunner in-process, Beam {eng['beam']}", eng["flink_rate"], eng["direct_rate"], None),
         "",
@@ -140,6 +140,29 @@ def table(r: dict, sizes: tuple[int, ...], quick: bool) -> str:
                      f"{s['us_per_record'] / first:.2f}x | {s['peak_rss_mib']:,.0f} MiB | "
                      f"+{s['peak_rss_mib'] - s['rss_after_warmup_mib']:,.0f} MiB |")
     return "\n".join(lines)
+
+
+def scaleout_rows(out: dict) -> list[str]:
+    """Worker scaling as parallel efficiency (2 workers vs twice 1 worker) and the image job."""
+    rows, n, m = [], f"{out['records']:,}", f"{out['image_records']:,}"
+    for chain, goal in (("normalize", None), ("normalize + 6 blurs", 0.8)):
+        rates = out["scaling"][chain]
+        kind = "CPU-bound" if "blurs" in chain else "I/O-bound"
+        rows.append(_row(f"scale-out, {n} generated 28x28 f32, {chain} ({kind}), XLA 1 thread per worker: "
+                         "2 worker processes vs 2 x 1 (parallel efficiency)", rates["2"], 2 * rates["1"], goal))
+    img = out["images"]
+    rows.append(_row(f"image job, {m} 64x64x3 uint8 -> normalize, keyed flip + brightness, 3x3 blur, f16: "
+                     "`materialize` in-process vs hand loop", img["materialize in-process"], img["hand loop"], None))
+    rows.append(_row("image job: `materialize` in-process vs the chain alone (no encoding, compression or writing)",
+                     img["materialize in-process"], img["chain alone"], None))
+    return rows
+
+
+def _row(what: str, ours_rate: float, other_rate: float, goal: float | None) -> str:
+    ratio = ours_rate / other_rate
+    ok = "" if goal is None else (" (met)" if ratio >= goal else " (**missed**)")
+    goal_text = "-" if goal is None else f">= {goal:g}x{ok}"
+    return f"| {what} | {ours_rate:,.0f} | {other_rate:,.0f} | **{ratio:.2f}x** | {goal_text} |"
 
 
 def tabular_row(what: str, ours_rate: float, pandas_rate: float, goal: float) -> str:
@@ -169,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         "images": run_step("images", ["--records", str(size["images"])]),
         "text": run_step("text", ["--records", str(size["text"])]),
         "tabular": run_step("tabular", ["--records", str(size["tabular"])]),
+        "scaleout": run_step("scaleout", ["--records", str(size["scaleout"]), "--workers", "1,2",
+                                          "--image-records", str(size["scaleout_images"])]),
         "scaling": [run_step("scaling", ["--records", str(n)]) for n in size["scaling"]],
         "engines": run_step("engines", ["--records", str(size["engines"])]),
     }

@@ -11,20 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from datarax_beam.shards import decode_batch, load_shardset
+from datarax_beam.shards import load_shardset
+from datarax_beam.shards.reader import read_columns
 from datarax_beam.shards.shardset import ERRORS_DIR, ShardSet
 
 
 def read_records(shardset: ShardSet, indices: list[int]) -> dict[str, Any]:
-    """Decodes records by global index (shards in order) with array_record's data source."""
-    from array_record.python.array_record_data_source import ArrayRecordDataSource
-
-    paths = [p for p, s in zip(shardset.shard_paths, shardset.shards, strict=True) if s.num_records]
-    source = ArrayRecordDataSource(paths)
-    try:
-        return decode_batch(shardset.schema, source.__getitems__(indices))
-    finally:
-        source.__exit__(None, None, None)
+    """Decodes records by global index (shards in order), decompressed as the set says."""
+    return read_columns(shardset, indices)
 
 
 def count_error_lines(path: str) -> int:

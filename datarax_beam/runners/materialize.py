@@ -85,10 +85,14 @@ def run(
     progress: bool | None = None,
     log_level: str | int | None = None,
     export_transform: bool | str | os.PathLike = False,
+    writer_threads: int | None = None,
 ) -> Materialized:
     """Like `materialize`, but also returns the Beam `PipelineResult` (metrics, state)."""
     declared = check_args(pipeline, output_dir, num_shards, compression, batch_size, on_error, check_finite,
                           max_failed_fraction, schema)
+    if writer_threads is not None and (isinstance(writer_threads, bool) or not isinstance(writer_threads, int)
+                                       or writer_threads < 1):
+        raise ValueError(f"`writer_threads` must be an int >= 1 or None, got {writer_threads!r}")
     output_dir = check_output_dir(output_dir, "materialize")
     opts = build_options(options)
     is_enabled(progress)  # checks its type
@@ -121,7 +125,7 @@ def run(
                         pipeline.fingerprint(), versions(), extra, job.shard_sizes,
                         schema=schema.to_json(), on_error=on_error, job_id=job_id, shard_names=names,
                         replaced=replaced, max_failed_fraction=float(max_failed_fraction),
-                        schema_note=note)
+                        schema_note=note, writer_threads=writer_threads)
         p = beam.Pipeline(runner=make_runner(opts), options=opts)
         _ = p | "Materialize" >> Materialize.of_job(pipeline, Job(job, commit, policy, bs, single, token))
         total = sum(job.shard_sizes) if job.shard_sizes else None
@@ -165,6 +169,7 @@ def materialize(
     progress: bool | None = None,
     log_level: str | int | None = None,
     export_transform: bool | str | os.PathLike = False,
+    writer_threads: int | None = None,
 ) -> ShardSet:
     """Runs ``pipeline`` on Apache Beam and commits its output as an ArrayRecord shard set.
 
@@ -186,7 +191,9 @@ def materialize(
       seed: the shuffle seed.
       options: Beam `PipelineOptions` or argv flags (see `datarax_beam.runners.options`);
         default: DirectRunner in this process.
-      compression: ``zstd``, ``brotli``, ``snappy`` or ``uncompressed``.
+      compression: ``zstd`` (records compressed one by one on the writers' threads; see
+        ``docs/format.md``), ``brotli`` or ``snappy`` (ArrayRecord's chunk compression: one
+        thread per writer) or ``uncompressed``.
       overwrite: replace an existing committed shard set in ``output_dir`` (at commit).
       batch_size: the kernel's padded batch size (default: the pipeline's batch size).
       on_error: ``"dead_letter"`` (default): a record whose read, operators or encoding raises,
@@ -210,6 +217,8 @@ def materialize(
         job's statistics to ``output_dir/transform/`` for serving (``load_transform(output_dir)``;
         ``docs/serving.md``); a local directory: export it there. A host operator that cannot be
         exported is refused before the job runs.
+      writer_threads: threads compressing records in each writer (default: ``min(4, cores)``
+        of the worker's machine); the shards' bytes are the same for any value.
 
     Returns:
       the committed `ShardSet` (path, record count, shard paths and checksums, schema, job id,
@@ -236,7 +245,7 @@ def materialize(
                batch_size=batch_size, on_error=on_error, check_finite=check_finite,
                max_failed_fraction=max_failed_fraction, schema=schema,
                progress=progress, log_level=log_level,
-               export_transform=export_transform).shardset
+               export_transform=export_transform, writer_threads=writer_threads).shardset
 
 
 def counters(result: Any) -> dict[str, int]:

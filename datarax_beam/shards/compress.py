@@ -12,8 +12,10 @@ Stored layout of one record (``compression="zstd"``, see ``docs/format.md``)::
     tag 0x01: payload is one zstd frame (with its content size) of the codec bytes
 
 Each record is compressed independently with fixed parameters, so the bytes do not depend on the
-number of threads, the batch a record was in, the worker or the runner. With
-``compression="uncompressed"`` records are the codec bytes, untagged.
+number of threads, the batch a record was in, the worker or the runner. The file's riegeli chunks
+are then ``uncompressed``. With ``compression="uncompressed"`` records are the codec bytes,
+untagged. ``"brotli"`` and ``"snappy"`` keep ArrayRecord's own chunk compression (records untagged,
+compressed by riegeli inside ``ArrayRecordWriter.write``: one thread, as before).
 
 Example:
   >>> c = RecordCompressor("zstd", threads=2)
@@ -25,33 +27,46 @@ Example:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from concurrent import futures
 
 #: What ``shardset.json``'s ``compression`` may say for sets of this format.
-COMPRESSIONS = ("zstd", "uncompressed")
+COMPRESSIONS = ("zstd", "brotli", "snappy", "uncompressed")
+#: Compressions applied to each record by us (tagged frames); the others pass records through.
+RECORD_LEVEL = ("zstd",)
 #: zstd level of ``compression="zstd"`` (zstd's default: a good speed/size balance).
 ZSTD_LEVEL = 3
-#: The ArrayRecord writer options every shard is written with: one record per riegeli chunk
+#: The ArrayRecord writer options of ``compression="zstd"`` shards: one record per riegeli chunk
 #: (random access without decoding neighbours), no riegeli-level compression.
 WRITER_OPTIONS = "group_size:1,uncompressed"
+#: Most compression threads a writer starts by default (see `default_threads`).
+MAX_DEFAULT_THREADS = 4
 #: Records per task handed to a compression thread (large enough to amortize the hand-off).
 _TASK_RECORDS = 64
+
+#: Largest ratio of a zstd frame's declared content size to the frame's size: a zstd block
+#: of at most 128 KiB costs at least 4 bytes. A frame declaring more is corrupt (and is refused
+#: before anything that large is allocated).
+_MAX_RATIO = 1 << 15
 
 RAW = 0
 ZSTD = 1
 _TAGS = (b"\x00", b"\x01")
 
 _local = threading.local()
+_MULTI = False  # zstandard's C backend: compress a task's records in one call (`_compress_all`)
 
 
 def _compressor():
+    global _MULTI
     c = getattr(_local, "compressor", None)
     if c is None:
         import zstandard
 
         c = _local.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        _MULTI = zstandard.backend == "cext"
     return c
 
 
@@ -64,54 +79,107 @@ def _decompressor():
     return d
 
 
+class StoredRecordError(ValueError):
+    """A stored record cannot be decompressed (unknown tag, corrupt or truncated zstd frame)."""
+
+
 def check_compression(compression: str) -> str:
     if compression not in COMPRESSIONS:
         raise ValueError(f"Unknown compression {compression!r}; expected one of {COMPRESSIONS}")
     return compression
 
 
+def riegeli_options(compression: str, group_size: int = 1) -> str:
+    """The ``ArrayRecordWriter`` options of shards of ``compression``: riegeli chunks are
+    ``uncompressed`` where records are compressed by us (``zstd``), else ``compression``."""
+    chunks = "uncompressed" if check_compression(compression) in RECORD_LEVEL else compression
+    return f"group_size:{group_size},{chunks}"
+
+
+def default_threads() -> int:
+    """Compression threads of a writer by default: ``min(4, cores)`` (1 on one core)."""
+    return max(1, min(MAX_DEFAULT_THREADS, os.cpu_count() or 1))
+
+
 def compress_one(record: bytes) -> bytes:
     """The stored form of one record under ``compression="zstd"``."""
-    frame = _compressor().compress(record)
-    if len(frame) < len(record):
-        return _TAGS[ZSTD] + frame
-    return _TAGS[RAW] + record
+    return _compress_all([record])[0]
 
 
 def _compress_all(records: Sequence[bytes]) -> list[bytes]:
-    return [compress_one(r) for r in records]
+    """The stored forms of ``records``: compressed in one call that releases the GIL once (not
+    once per record: a thread that takes the GIL back for every record waits behind a busy
+    main thread for up to the switch interval each time)."""
+    if not records:
+        return []  # (multi_compress_to_buffer refuses an empty list)
+    c = _compressor()
+    if _MULTI:
+        result = c.multi_compress_to_buffer(list(records), threads=1)
+        frames = [result[i] for i in range(len(result))]
+    else:  # a zstandard backend without it (cffi)
+        frames = [c.compress(r) for r in records]
+    zstd, raw = _TAGS[ZSTD], _TAGS[RAW]
+    return [zstd + f if len(f) < len(r) else raw + r for r, f in zip(records, frames, strict=True)]
 
 
 def decompress_one(stored: bytes) -> bytes:
-    """The codec bytes of one stored record (``compression="zstd"``)."""
+    """The codec bytes of one stored record (``compression="zstd"``).
+
+    Raises:
+      StoredRecordError: the record is empty, has an unknown tag or a corrupt zstd frame.
+    """
     if not stored:
-        raise ValueError("A stored record is empty: it lacks its 1-byte compression tag")
+        raise StoredRecordError("A stored record is empty: it lacks its 1-byte compression tag")
     tag = stored[0]
     if tag == ZSTD:
         import zstandard
 
+        frame = memoryview(stored)[1:]
         try:
-            return _decompressor().decompress(memoryview(stored)[1:])
+            size = zstandard.frame_content_size(frame)
+            if not 0 <= size <= _MAX_RATIO * len(frame):
+                raise StoredRecordError(
+                    f"A stored record's zstd frame is corrupt: it declares "
+                    f"{'no' if size < 0 else size} content size in {len(frame)} bytes")
+            return _decompressor().decompress(frame)
         except zstandard.ZstdError as e:
-            raise ValueError(f"A stored record's zstd frame is corrupt: {e}") from None
+            raise StoredRecordError(f"A stored record's zstd frame is corrupt: {e}") from None
     if tag == RAW:
         return bytes(memoryview(stored)[1:])
-    raise ValueError(f"A stored record has unknown compression tag {tag}; expected 0 (raw) or 1 (zstd)")
+    raise StoredRecordError(f"A stored record has unknown compression tag {tag}; expected 0 (raw) or 1 (zstd)")
 
 
-def decompress(compression: str, records: Sequence[bytes]) -> list[bytes]:
-    """The codec bytes of stored records (on the calling thread; zstd releases the GIL)."""
-    if compression == "uncompressed":
+def decompress(compression: str, records: Sequence[bytes], where: str | None = None,
+               positions: Sequence[int] | None = None) -> list[bytes]:
+    """The codec bytes of stored records (on the calling thread; zstd releases the GIL).
+
+    Args:
+      compression: the shard set's ``compression``; only ``zstd`` records are ours to
+        decompress (riegeli undid the others).
+      records: stored records, as the ArrayRecord reader returns them.
+      where, positions: name the shard and each record's index in it in errors.
+
+    Raises:
+      StoredRecordError: naming ``where`` and the record's position (or index in ``records``).
+    """
+    if check_compression(compression) not in RECORD_LEVEL:
         return list(records)
-    check_compression(compression)
-    return [decompress_one(r) for r in records]
+    out = []
+    for k, r in enumerate(records):
+        try:
+            out.append(decompress_one(r))
+        except StoredRecordError as e:
+            index = positions[k] if positions is not None else k
+            raise StoredRecordError(f"{where or 'A shard'}, record {index}: {e}") from None
+    return out
 
 
 class RecordCompressor:
     """Compresses batches of records, in order, on ``threads`` threads.
 
     Args:
-      compression: ``"zstd"`` or ``"uncompressed"`` (then records pass through).
+      compression: ``"zstd"``; any other of `COMPRESSIONS` passes records through (riegeli
+        compresses them, or nothing does).
       threads: threads compressing at once (1: on the calling thread, no pool).
 
     `compress` returns the stored records; `submit` returns a future of them, so a writer can
@@ -132,7 +200,7 @@ class RecordCompressor:
 
     def submit(self, records: Sequence[bytes]) -> _Batch:
         """Starts compressing ``records``; ``.result()`` gives the stored records in order."""
-        if self.compression == "uncompressed":
+        if self.compression not in RECORD_LEVEL:
             return _Batch([], list(records))
         if self.threads == 1 or len(records) <= _TASK_RECORDS:
             return _Batch([], _compress_all(records))
@@ -171,5 +239,6 @@ class _Batch:
         return self._done
 
 
-__all__ = ["COMPRESSIONS", "WRITER_OPTIONS", "ZSTD_LEVEL", "RecordCompressor", "check_compression",
-           "compress_one", "decompress", "decompress_one"]
+__all__ = ["COMPRESSIONS", "RECORD_LEVEL", "WRITER_OPTIONS", "ZSTD_LEVEL", "RecordCompressor",
+           "StoredRecordError", "check_compression", "compress_one", "decompress", "decompress_one",
+           "default_threads", "riegeli_options"]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from datarax_beam.shards.codec import Schema
+from datarax_beam.shards.compress import riegeli_options
 from datarax_beam.shards.validate import (
     COMPRESSIONS,
     FORMAT,
@@ -45,10 +46,9 @@ def errors_name(shard: str) -> str:
 
 
 def writer_options(compression: str, group_size: int = 1) -> str:
-    """The ``ArrayRecordWriter`` options string for a compression name."""
-    if compression not in COMPRESSIONS:
-        raise ValueError(f"Unknown compression {compression!r}; expected one of {COMPRESSIONS}")
-    return f"group_size:{group_size},{compression}"
+    """The ``ArrayRecordWriter`` options string of shards of a compression name (``zstd``:
+    riegeli chunks ``uncompressed``, records compressed by `datarax_beam.shards.compress`)."""
+    return riegeli_options(compression, group_size)
 
 
 def join(directory: str, name: str) -> str:

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from datarax_beam.shards.codec import CODEC, KINDS, SchemaError
+from datarax_beam.shards.compress import COMPRESSIONS
 
 FORMAT = "datarax_beam.shardset"
 FORMAT_VERSION = 2
-COMPRESSIONS = ("zstd", "brotli", "snappy", "uncompressed")
 
 #: Largest record/byte count accepted (2**53: exact in a JSON double, far above any real set).
 MAX_COUNT = 2**53

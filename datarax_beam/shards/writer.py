@@ -1,7 +1,9 @@
 """Writing one shard file (local path) and a whole shard set without Beam.
 
-The Beam writer (`datarax_beam.transforms`) and the benchmarks' hand-written baseline both use
-`write_shard_file`; `write_shardset` is the plain-Python writer for tests and small jobs.
+`ShardFileWriter` is the one way records reach a shard file: codec records in, stored records
+(see `datarax_beam.shards.compress`) written; the Beam writer (`datarax_beam.transforms`) keeps
+one open per part. `write_shard_file` writes a whole file; `write_shardset` is the plain-Python
+writer of a whole set, for tests and small jobs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from datarax_beam.core import columns as cols
 from datarax_beam.shards.checksum import sha256_file
 from datarax_beam.shards.codec import Schema, encode_batch
+from datarax_beam.shards.compress import RecordCompressor, default_threads
 from datarax_beam.shards.shardset import (
     SHARDSET_FILE,
     ShardInfo,
@@ -26,19 +29,101 @@ from datarax_beam.shards.shardset import (
 from datarax_beam.version import __version__
 
 
-def write_shard_file(path: str, records: Iterable[bytes], compression: str = "zstd") -> tuple[int, int]:
-    """Writes records to an ArrayRecord file at a local ``path``; returns (records, file bytes)."""
-    from array_record.python.array_record_module import ArrayRecordWriter
+class ShardFileWriter:
+    """An ArrayRecord shard file being written at a local ``path``.
 
-    writer = ArrayRecordWriter(path, writer_options(compression))
-    count = 0
+    `write` takes codec records (`encode_batch`'s output) and stores them as ``compression``
+    says: for ``zstd`` each batch is compressed on ``compressor``'s threads while the previous
+    batch is written (and while the caller computes the next one), into riegeli chunks that are
+    ``uncompressed``. The bytes of the file do not depend on the threads or on how records were
+    split into batches.
+
+    Args:
+      path: a local file path.
+      compression: one of `COMPRESSIONS`.
+      compressor: a shared `RecordCompressor` of ``compression`` (its pool outlives this file);
+        default: one of `default_threads` threads, closed with the file.
+
+    Example:
+      >>> import os, tempfile
+      >>> path = os.path.join(tempfile.mkdtemp(), "x.array_record")
+      >>> w = ShardFileWriter(path)
+      >>> w.write([bytes(100), b"abc"]); w.close()
+      2
+    """
+
+    def __init__(self, path: str, compression: str = "zstd", compressor: RecordCompressor | None = None):
+        from array_record.python.array_record_module import ArrayRecordWriter
+
+        if compressor is not None and compressor.compression != compression:
+            raise ValueError(f"The compressor compresses {compressor.compression!r}, the file {compression!r}")
+        self._owned = compressor is None
+        self._compressor = compressor or RecordCompressor(compression, default_threads())
+        self._writer = ArrayRecordWriter(path, writer_options(compression))
+        self._pending = None
+        self.count = 0
+
+    def write(self, records: list[bytes]) -> None:
+        """Stores codec records: starts compressing them, then writes the previous batch."""
+        pending = self._compressor.submit(records)
+        self._flush()
+        self._pending = pending
+
+    def write_stored(self, stored: Iterable[bytes]) -> None:
+        """Writes records already in stored form (another shard file's, joined unchanged)."""
+        self._flush()
+        write = self._writer.write
+        for rec in stored:
+            write(rec)
+            self.count += 1
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            stored, self._pending = self._pending.result(), None
+            self.write_stored(stored)
+
+    def close(self) -> int:
+        """Writes what is pending and closes the file; returns the records written."""
+        try:
+            self._flush()
+        finally:
+            self._writer.close()
+            if self._owned:
+                self._compressor.close()
+        return self.count
+
+
+def write_shard_file(path: str, records: Iterable[bytes], compression: str = "zstd", *,
+                     stored: bool = False, threads: int | None = None,
+                     batch: int = 1024) -> tuple[int, int]:
+    """Writes records to an ArrayRecord file at a local ``path``; returns (records, file bytes).
+
+    ``records`` are codec records, or with ``stored=True`` records in stored form (read from
+    another shard of the same compression) that are written unchanged.
+    """
+    compressor = RecordCompressor(compression, threads or default_threads())
+    writer = ShardFileWriter(path, compression, compressor)
     try:
-        for rec in records:
-            writer.write(rec)
-            count += 1
+        if stored:
+            writer.write_stored(records)
+        else:
+            for piece in _batches(records, batch):
+                writer.write(piece)
     finally:
-        writer.close()
+        count = writer.close()
+        compressor.close()
     return count, os.path.getsize(path)
+
+
+def _batches(records: Iterable[bytes], size: int) -> Iterable[list[bytes]]:
+    piece: list[bytes] = []
+    for rec in records:
+        piece.append(rec)
+        if len(piece) == size:
+            yield piece
+            piece = []
+    if piece:
+        yield piece
 
 
 def write_shardset(
@@ -50,6 +135,7 @@ def write_shardset(
     fingerprint: str = "",
     seed: int = 0,
     statistics: Mapping[str, Any] | None = None,
+    threads: int | None = None,
 ) -> ShardSet:
     """Writes a columnar batch as ``num_shards`` contiguous shards plus ``shardset.json``.
 
@@ -67,7 +153,7 @@ def write_shardset(
         records = encode_batch(schema, cols.take(batch, part)) if len(part) else []
         name = shard_name(i, num_shards)
         tmp = os.path.join(directory, f".tmp-{name}")
-        count, size = write_shard_file(tmp, records, compression)
+        count, size = write_shard_file(tmp, records, compression, threads=threads)
         digest = sha256_file(tmp)
         os.replace(tmp, os.path.join(directory, name))
         infos.append(ShardInfo(name, count, size, digest))

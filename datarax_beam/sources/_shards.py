@@ -1,7 +1,9 @@
 """The reader's open shard files: lazy opening, checksum verification, reads grouped by shard.
 
-Kept outside NNX state (nothing here is checkpointed) and picklable for Beam workers, which
-reopen (and re-verify) the files lazily.
+Records come back as codec bytes: a shard set's ``zstd`` records are decompressed here, on the
+thread that read them (the prefetch threads; zstd releases the GIL). Plain files without a
+shard set are returned as stored. Kept outside NNX state (nothing here is checkpointed) and
+picklable for Beam workers, which reopen (and re-verify) the files lazily.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from datarax_beam.shards.compress import RECORD_LEVEL, decompress
 from datarax_beam.sources import _paths
 from datarax_beam.sources._prefetch import Prefetcher
 
@@ -46,6 +49,7 @@ class Shards:
     def __init__(self, files: _paths.Files, threads: int, depth: int, verify: bool = True):
         self.files = files
         self.verify = verify
+        self.compression = files.shardset.compression if files.shardset is not None else "uncompressed"
         self.prefetcher = Prefetcher(threads, depth)
         self._reset()
         counts = files.counts
@@ -149,13 +153,17 @@ class Shards:
         try:
             first = int(pos[0])
             if len(pos) > 1 and int(pos[-1]) - first == len(pos) - 1 and (np.diff(pos) == 1).all():
-                return reader.read(first, first + len(pos))
-            return reader.read(pos.tolist())
+                records = reader.read(first, first + len(pos))
+            else:
+                records = reader.read(pos.tolist())
         except RuntimeError as e:  # what the C++ reader raises for corrupt data
             raise OSError(
                 f"Cannot read records from ArrayRecord shard {self.files.paths[s]!r} (truncated or "
                 f"corrupt?): {e or type(e).__name__}"
             ) from e
+        if self.compression in RECORD_LEVEL:
+            records = decompress(self.compression, records, f"Shard {self.files.paths[s]!r}", pos)
+        return records
 
     def close(self) -> None:
         self.prefetcher.close()
@@ -172,6 +180,7 @@ class Shards:
     def __setstate__(self, state):
         self.files, self.prefetcher, self.counts = state["files"], state["prefetcher"], state["counts"]
         self.verify = state["verify"]
+        self.compression = self.files.shardset.compression if self.files.shardset is not None else "uncompressed"
         self._reset()
         self.ends = np.cumsum(self.counts)
         self.starts = self.ends - self.counts

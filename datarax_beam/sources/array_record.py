@@ -59,7 +59,8 @@ class ArrayRecordSourceConfig:
       drop_remainder: give every host the same number of records per epoch (``len // count``).
       read_threads: background threads reading and decoding batches.
       prefetch_batches: batches read ahead of the consumer (0: read synchronously).
-      decode: decode records with the shard set's schema; otherwise raw bytes under `RAW_KEY`.
+      decode: decode records with the shard set's schema; otherwise each record's codec bytes
+        (decompressed) under `RAW_KEY`.
       verify: check each shard's SHA-256 against ``shardset.json`` when it is first opened.
       cache_dir: where shards of a non-local shard set (``gs://...`` or any Beam filesystem) are
         cached (default ``$XDG_CACHE_HOME/datarax_beam`` or ``~/.cache/...``).

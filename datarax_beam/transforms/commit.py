@@ -73,6 +73,8 @@ class Commit(NamedTuple):
       shard_names: the final file name of each shard (`plan_names`).
       replaced: paths of the committed set this job replaces, deleted once it has committed.
       max_failed_fraction: the failure budget (see `dead_letter.check_budget`).
+      writer_threads: threads compressing records in each writer (None: `default_threads`
+        of the worker's machine). The shards' bytes do not depend on it.
     """
 
     output_dir: str
@@ -94,6 +96,7 @@ class Commit(NamedTuple):
     max_failed_fraction: float = dead_letter.MAX_FAILED_FRACTION
     schema_note: str = ""
     locked: bool = True
+    writer_threads: int | None = None
 
     def name(self, shard: int) -> str:
         return self.shard_names[shard] if self.shard_names else ss.shard_name(shard, self.num_shards)
@@ -126,13 +129,14 @@ def _local_copy(path: str) -> tuple[str, str | None]:
 
 
 def _write_local_then_put(dest: str, records: Iterable[bytes], compression: str) -> tuple[int, str]:
-    """Writes a shard file locally, then to ``dest``; returns (size, sha256)."""
+    """Writes stored records (other shard files', unchanged) as a shard file locally, then to
+    ``dest``; returns (size, sha256)."""
     from datarax_beam.shards.writer import write_shard_file
 
     tmp = tempfile.mkdtemp(prefix="datarax-fin-")
     try:
         local = os.path.join(tmp, "shard")
-        _, size = write_shard_file(local, records, compression)
+        _, size = write_shard_file(local, records, compression, stored=True, threads=1)
         digest = sha256_file(local)
         files.upload(local, dest + ".tmp" if files.is_local(dest) else dest)
         if files.is_local(dest):
@@ -143,7 +147,8 @@ def _write_local_then_put(dest: str, records: Iterable[bytes], compression: str)
 
 
 def _concat(parts: list[PartInfo], dest: str, compression: str) -> tuple[int, str]:
-    """Rewrites a shard's parts as one file (a runner split the shard over bundles)."""
+    """Rewrites a shard's parts as one file (a runner split the shard over bundles): their
+    stored records, unchanged, so the file is the one a single part would have been."""
     from array_record.python.array_record_module import ArrayRecordReader
 
     def records():
@@ -264,12 +269,17 @@ def write_marker(shardset: ShardSet) -> None:
 
 
 class FinalizeShardsFn(beam.DoFn):
-    """Receives the list of all `PartInfo`s once, commits, and yields ``shardset.json``'s text."""
+    """Receives the list of all `PartInfo`s once, commits, and yields ``shardset.json``'s text.
+
+    The parts come as the side input ``parts`` of a single element (`WriteShards` runs it on an
+    ``Impulse``), or as the element itself (a list, e.g. after ``ToList``)."""
 
     def __init__(self, commit: Commit):
         self._commit = commit
 
-    def process(self, parts, statistics: dict | None = None):
+    def process(self, element, parts: list | None = None, statistics: dict | None = None):
+        if parts is None:
+            parts = element
         commit = self._commit
         if statistics:
             commit = commit._replace(statistics=statistics)

@@ -325,9 +325,11 @@ class WriteShardSet(beam.PTransform):
         side = {} if self._statistics is None else {"statistics": beam.pvalue.AsSingleton(self._statistics)}
         if c.shard_sizes is not None:  # planned, fused: chunks carry their shard
             parts = pcoll | "WriteParts" >> beam.ParDo(WriteChunksFn(c, policy))
-            commit_fn = FinalizeShardsFn(c) if self._locked_by_driver else _CommitFn(c, self._overwrite)
+            if self._locked_by_driver:  # commit once, every part a list side input (cheaper than ToList)
+                return (pcoll.pipeline | "Once" >> beam.Impulse()
+                        | "Commit" >> beam.ParDo(FinalizeShardsFn(c), parts=beam.pvalue.AsList(parts), **side))
             return (parts | "AllParts" >> beam.combiners.ToList()
-                    | "Commit" >> beam.ParDo(commit_fn, **side))
+                    | "Commit" >> beam.ParDo(_CommitFn(c, self._overwrite), **side))
         chunks = pcoll | "Chunks" >> beam.ParDo(ToChunksFn(self._batch_size, "WriteShardSet"))
         if self._locked_by_driver:  # positions numbered by the job's reader: count them
             count = (chunks | "Sizes" >> beam.Map(lambda ch: len(ch.indices) + len(ch.failures))

@@ -16,6 +16,11 @@ Both emit `PartInfo`s (tiny: path, range, size, SHA-256). A record that failed o
 are planned before failures are known and a shard is simply shorter by its failed records.
 `commit.FinalizeShardsFn` sees all parts in one element and commits. All I/O goes through
 `FileSystems`, so gs://, s3:// and test schemes work.
+
+A writer uses more than one core: a pool of `writer_threads` compresses a chunk's records (zstd
+releases the GIL) while the thread that runs the DoFn writes the previous chunk and goes on
+reading and transforming the next; one more thread hashes (and uploads) finished parts. The
+bytes written do not depend on any of it (`datarax_beam.shards.compress`).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from concurrent import futures
 
 import apache_beam as beam
 import numpy as np
@@ -34,7 +40,9 @@ from datarax_beam.progress import Reporter
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.checksum import sha256_file
 from datarax_beam.shards.codec import Schema, SchemaError
+from datarax_beam.shards.compress import RecordCompressor, default_threads
 from datarax_beam.shards.fit import encode_fitting
+from datarax_beam.shards.writer import ShardFileWriter
 from datarax_beam.transforms import dead_letter, files
 from datarax_beam.transforms.commit import Commit, FinalizeShardsFn, PartInfo
 from datarax_beam.transforms.dead_letter import DEFAULT_POLICY, ErrorPolicy, failure, keep
@@ -46,6 +54,9 @@ def output_permutation(seed: int, n: int) -> np.ndarray:
     ``order[perm[j]]``. A function of (seed, n) only, so it is the same on every runner."""
     return np.random.default_rng([int(seed), 0x5348554646]).permutation(n)
 
+
+#: Records per write of `WriteGroupFn` (compressed as one batch on the writer's threads).
+_WRITE_BATCH = 1024
 
 #: Test-only fault injection: called with each `PartInfo` after its file is written and before
 #: the writer reports it (a worker dying there leaves an orphan temp part). None in production.
@@ -68,11 +79,15 @@ def encode_chunk(chunk: Chunk, schema: Schema, policy: ErrorPolicy, note: str = 
 
 class _Part:
     """An open ArrayRecord temp file covering output positions ``[start, stop)`` (its records
-    plus its failed records); written locally, uploaded at close for remote paths."""
+    plus its failed records); written locally, uploaded at close for remote paths.
 
-    def __init__(self, tmp_dir: str, shard: int, num_shards: int, start: int, compression: str):
-        from array_record.python.array_record_module import ArrayRecordWriter
+    `write` hands a batch to ``compressor``'s threads and writes the previous batch meanwhile
+    (`ShardFileWriter`); `close` finishes the file and returns a future of its `PartInfo`: the
+    file is hashed (and uploaded) on ``finisher`` while the worker goes on with the next part.
+    """
 
+    def __init__(self, tmp_dir: str, shard: int, num_shards: int, start: int, compression: str,
+                 compressor: RecordCompressor, finisher: futures.ThreadPoolExecutor):
         self.shard, self.start, self.stop = shard, start, start
         self.failures: list[dict] = []
         name = f"{ss.shard_name(shard, num_shards)}.{start}.{uuid.uuid4().hex}"
@@ -83,16 +98,20 @@ class _Part:
         else:
             os.makedirs(tmp_dir, exist_ok=True)
             self.local = self.path
-        self.writer = ArrayRecordWriter(self.local, ss.writer_options(compression))
+        self.writer = ShardFileWriter(self.local, compression, compressor)
+        self._finisher = finisher
 
     def write(self, records: list[bytes]) -> int:
-        write = self.writer.write
-        for rec in records:
-            write(rec)
+        """Stores codec records (compressed while the caller goes on); returns their codec bytes."""
+        self.writer.write(records)
         return sum(map(len, records))
 
-    def close(self) -> PartInfo:
+    def close(self) -> futures.Future:
+        """Writes what is pending and closes the file; a future of its `PartInfo`."""
         self.writer.close()
+        return self._finisher.submit(self._finish)
+
+    def _finish(self) -> PartInfo:
         size = os.path.getsize(self.local)
         digest = sha256_file(self.local)
         if self.remote:
@@ -106,8 +125,12 @@ class _Part:
 
 
 class _WriterBase(beam.DoFn):
+    """Shared by the writers: a compression pool and a thread that hashes finished parts, per
+    DoFn instance (made in `setup`); parts are reported once their files are hashed."""
+
     def __init__(self, commit: Commit, policy: ErrorPolicy = DEFAULT_POLICY):
         self._tmp_dir, self._num_shards, self._compression = commit.tmp_dir, commit.num_shards, commit.compression
+        self._threads = commit.writer_threads
         self._schema_json, self._note, self._policy = commit.schema, commit.schema_note, policy
         self._records = Metrics.counter(NAMESPACE, "records_written")
         self._failed = Metrics.counter(NAMESPACE, "records_failed")
@@ -115,26 +138,51 @@ class _WriterBase(beam.DoFn):
         self._encoded = Metrics.counter(NAMESPACE, "record_bytes_encoded")
         self._progress = Reporter(commit.tmp_dir)  # records done, for the driver's progress display
 
-    def finish_bundle(self):
-        self._progress.flush()
-
     def setup(self):
         self._schema = Schema.from_json(self._schema_json)
+
+    def _start_threads(self):
+        # here, not in setup(): subclasses that override setup() still get them
+        if getattr(self, "_compressor", None) is None:
+            self._compressor = RecordCompressor(self._compression, self._threads or default_threads())
+            self._finisher = futures.ThreadPoolExecutor(1, thread_name_prefix="datarax_beam-finish")
+
+    def teardown(self):
+        if getattr(self, "_compressor", None) is not None:
+            self._finisher.shutdown(wait=True)
+            self._compressor.close()
+            self._compressor = None
+
+    def start_bundle(self):
+        self._start_threads()
+        self._closing: list[futures.Future] = []
 
     def _encode(self, chunk: Chunk) -> tuple[list[bytes], Chunk]:
         return encode_chunk(chunk, self._schema, self._policy, self._note)
 
     def _open(self, shard: int, start: int) -> _Part:
-        return _Part(self._tmp_dir, shard, self._num_shards, start, self._compression)
+        return _Part(self._tmp_dir, shard, self._num_shards, start, self._compression, self._compressor, self._finisher)
 
-    def _close(self, part: _Part) -> PartInfo:
-        info = part.close()
-        if _after_part_written is not None:
-            _after_part_written(info)
-        self._records.inc(info.stop - info.start - info.num_failed)
-        self._failed.inc(info.num_failed)
-        self._bytes.inc(info.num_bytes)
-        return info
+    def _close(self, part: _Part) -> None:
+        self._closing.append(part.close())
+
+    def _closed(self, wait: bool):
+        """The `PartInfo`s of parts whose files are complete (all of them with ``wait``)."""
+        done = [f for f in self._closing if wait or f.done()]
+        self._closing = [f for f in self._closing if f not in done]
+        for f in done:
+            info = f.result()
+            if _after_part_written is not None:
+                _after_part_written(info)
+            self._records.inc(info.stop - info.start - info.num_failed)
+            self._failed.inc(info.num_failed)
+            self._bytes.inc(info.num_bytes)
+            yield info
+
+    def finish_bundle(self):
+        self._progress.flush()
+        for info in self._closed(wait=True):
+            yield GlobalWindows.windowed_value(info)
 
 
 class WriteChunksFn(_WriterBase):
@@ -147,16 +195,18 @@ class WriteChunksFn(_WriterBase):
     """
 
     def start_bundle(self):
+        super().start_bundle()
         self._part: _Part | None = None
 
     def process(self, chunk: Chunk):
+        yield from self._closed(wait=False)
         records, chunk = self._encode(chunk)
         lo, hi = chunk.span()
         if lo == hi:
             return
         part = self._part
         if part is not None and (part.shard != chunk.shard or part.stop != lo):
-            yield self._close(part)
+            self._close(part)
             part = None
         if part is None:
             part = self._part = self._open(chunk.shard, lo)
@@ -166,10 +216,10 @@ class WriteChunksFn(_WriterBase):
         self._progress.add(len(records), len(chunk.failures))
 
     def finish_bundle(self):
-        self._progress.flush()
         if self._part is not None:
-            info, self._part = self._close(self._part), None
-            yield GlobalWindows.windowed_value(info)
+            self._close(self._part)
+            self._part = None
+        yield from super().finish_bundle()
 
 
 class AssignShardsFn(beam.DoFn):
@@ -215,6 +265,7 @@ class WriteGroupFn(_WriterBase):
     """Writes one shard's grouped records sorted by output position, as one part."""
 
     def process(self, item):
+        yield from self._closed(wait=False)
         shard, pieces = item
         events = []  # (position, record or None, failure or None)
         for positions, records, failures in pieces:
@@ -225,14 +276,13 @@ class WriteGroupFn(_WriterBase):
         if [e[0] for e in events] != list(range(start, start + len(events))):
             raise RuntimeError(f"Shard {shard} received non-contiguous output positions")
         part = self._open(int(shard), start)
-        for _, record, entry in events:
-            if record is None:
-                part.failures.append(entry)
-            else:
-                self._encoded.inc(part.write([record]))
+        records = [record for _, record, _ in events if record is not None]
+        part.failures.extend(entry for _, record, entry in events if record is None)
+        for a in range(0, len(records), _WRITE_BATCH):  # batches: compressed while one is written
+            self._encoded.inc(part.write(records[a : a + _WRITE_BATCH]))
         part.stop = start + len(events)
         self._progress.add(sum(e[1] is not None for e in events), sum(e[1] is None for e in events))
-        yield self._close(part)
+        self._close(part)
 
 
 class WriteShards(beam.PTransform):
@@ -269,9 +319,9 @@ class WriteShards(beam.PTransform):
                 | "GroupByShard" >> beam.GroupByKey()
                 | "WriteGroups" >> beam.ParDo(WriteGroupFn(c, self._policy))
             )
-        return (
-            parts
-            | "AllParts" >> beam.combiners.ToList()
-            | "Commit" >> beam.ParDo(FinalizeShardsFn(c), **(
-                {} if self._statistics is None else {"statistics": beam.pvalue.AsSingleton(self._statistics)}))
-        )
+        # The commit runs once (on an Impulse) with every part as a list side input: empty when
+        # nothing was written. Cheaper to build and run than a ToList combine of the parts.
+        side = {"parts": beam.pvalue.AsList(parts)}
+        if self._statistics is not None:
+            side["statistics"] = beam.pvalue.AsSingleton(self._statistics)
+        return chunks.pipeline | "Once" >> beam.Impulse() | "Commit" >> beam.ParDo(FinalizeShardsFn(c), **side)

@@ -24,14 +24,16 @@ def test_run_all_quick_prints_and_writes_the_table(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     for step in ("offline.py", "reader.py", "hf_compare.py", "images.py", "text.py", "tabular.py",
-                 "scaling.py --records 4000", "engines.py"):
+                 "scaleout.py", "scaling.py --records 4000", "engines.py"):
         assert f"== {step}" in out
     table = results.read_text()
     assert table.startswith("# Benchmark results (`make bench`)\n\nMeasured ")
     assert "--quick sizes: a smoke test, not a measurement" in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(rows) == 2 + 14 + 3  # two headers, fourteen comparisons, three scaling sizes
-    comparisons = rows[1:15]
+    assert len(rows) == 2 + 18 + 3  # two headers, eighteen comparisons, three scaling sizes
+    comparisons = rows[1:19]
+    assert sum("parallel efficiency" in r for r in comparisons) == 2  # scaleout.py: two chains
+    assert sum(r.startswith("| image job") for r in comparisons) == 2
     restore = [r for r in comparisons if "restore mid-epoch" in r]
     assert len(restore) == 1 and " s** | < 1 s" in restore[0]  # a time, not a ratio
     assert all("**" in r and r.count("x**") == 1 for r in comparisons if r not in restore)

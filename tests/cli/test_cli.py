@@ -190,6 +190,22 @@ def test_inspect_errors(tmp_path, capsys):
         assert err.startswith("datarax-beam: error: ") and err.count("\n") == 1 and message in err, err
 
 
+def test_inspect_names_a_corrupt_record(tmp_path, capsys):
+    from array_record.python.array_record_module import ArrayRecordWriter
+
+    from datarax_beam.shards import writer_options
+    from datarax_beam.shards.writer import write_shardset
+
+    shardset = write_shardset(str(tmp_path / "set"), {"x": np.zeros((4, 8), np.float32)})
+    writer = ArrayRecordWriter(shardset.shard_paths[0], writer_options("zstd"))
+    writer.write(b"\x01not a zstd frame")  # record 0: the one inspect samples
+    writer.close()
+    rc, out, err = run_cli(capsys, "inspect", shardset.path)
+    assert rc == 2 and out == ""
+    assert err.startswith(f"datarax-beam: error: Shard '{shardset.shard_paths[0]}', record 0: A stored "
+                          f"record's zstd frame is corrupt: ") and err.count("\n") == 1, err
+
+
 def test_console_script_entry_point(shard_dir, tmp_path):
     script = os.path.join(os.path.dirname(sys.executable), "datarax-beam")
     env = dict(os.environ, JAX_PLATFORMS="cpu")

@@ -13,7 +13,7 @@ from datarax_beam import from_source
 from datarax_beam.core import columns as cols
 from datarax_beam.operators.text import Tokenize
 from datarax_beam.runners import materialize, options
-from datarax_beam.shards import decode_batch
+from datarax_beam.shards.reader import read_columns
 from datarax_beam.sources import MemorySource
 
 SENTENCES = [f"the {w} number {i} jumps over the lazy dog" if i % 3 else f"a short {w}"
@@ -104,9 +104,6 @@ def test_offline_equals_online(tokenizer, tmp_path):
     ids = np.concatenate([np.asarray(b["input_ids"]) for b in online])
     np.testing.assert_array_equal(ids, reference(tokenizer, SENTENCES, 8)[0])
     shardset = materialize(pipeline(), str(tmp_path / "out"), num_shards=2, options=options.in_process())
-    from array_record.python.array_record_data_source import ArrayRecordDataSource
-
-    ds = ArrayRecordDataSource(shardset.shard_paths)
-    offline = decode_batch(shardset.schema, ds.__getitems__(range(len(ds))))
+    offline = read_columns(shardset)
     np.testing.assert_array_equal(np.asarray(offline["input_ids"]), ids)
     assert list(offline["text"]) == SENTENCES

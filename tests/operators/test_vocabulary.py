@@ -12,7 +12,7 @@ from datarax_beam.kernels import ChainKernel
 from datarax_beam.operators import HostOperator
 from datarax_beam.operators.statistics import VocabularyLookup
 from datarax_beam.runners import materialize, options
-from datarax_beam.shards import decode_batch
+from datarax_beam.shards.reader import read_columns
 from datarax_beam.sources import MemorySource
 from datarax_beam.statistics import compute_over_batches
 
@@ -108,10 +108,7 @@ def test_online_equals_offline_with_none_bytes_and_token_arrays(tmp_path):
     code = np.concatenate([np.asarray(b["code_id"]) for b in batches])
     assert sorted(set(code.tolist())) == [0, 1]  # bytes found in the vocabulary
     shardset = materialize(categorical_pipeline(), str(tmp_path / "out"), num_shards=2, options=options.in_process())
-    from array_record.python.array_record_data_source import ArrayRecordDataSource
-
-    ds = ArrayRecordDataSource(shardset.shard_paths)
-    offline = decode_batch(shardset.schema, ds.__getitems__(range(len(ds))))
+    offline = read_columns(shardset)
     np.testing.assert_array_equal(np.asarray(offline["color_id"]), color)
     np.testing.assert_array_equal(np.asarray(offline["code_id"]), code)
     online_tokens = [np.asarray(t).tolist() for b in batches for t in b["token_ids"]]

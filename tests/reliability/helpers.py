@@ -17,6 +17,7 @@ import numpy as np
 from datarax_beam import OperatorNode, from_source
 from datarax_beam.operators import ElementOperator, ElementOperatorConfig
 from datarax_beam.shards import SHARDSET_FILE, decode_batch, load_shardset
+from datarax_beam.shards.reader import read_shard
 from datarax_beam.shards.shardset import ERRORS_DIR
 from datarax_beam.sources import MemorySource
 
@@ -79,14 +80,10 @@ def local(path: str) -> str:
 
 
 def read_all(path: str) -> dict[str, np.ndarray]:
-    from array_record.python.array_record_module import ArrayRecordReader
-
     shardset = load_shardset(path)
     records = []
     for shard in shardset.shard_paths:
-        reader = ArrayRecordReader(local(shard))
-        records.extend(reader.read_all())
-        reader.close()
+        records.extend(read_shard(local(shard), shardset.compression))
     return decode_batch(shardset.schema, records) if records else {}
 
 

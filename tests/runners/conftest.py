@@ -14,6 +14,7 @@ import pytest
 from datarax_beam import OperatorNode, from_source
 from datarax_beam.operators import ElementOperator, ElementOperatorConfig
 from datarax_beam.shards import decode_batch, load_shardset
+from datarax_beam.shards.reader import read_shard
 from datarax_beam.sources import MemorySource
 
 from .testfs import PrefixFS  # noqa: F401  (registers the testfs:// scheme; re-exported)
@@ -48,15 +49,11 @@ def online_columns(pipeline) -> dict[str, np.ndarray]:
 
 def read_all(path: str) -> dict[str, np.ndarray]:
     """Decodes every record of a committed shard set, in shard order."""
-    from array_record.python.array_record_module import ArrayRecordReader
-
     shardset = load_shardset(path)
     records = []
     for shard in shardset.shard_paths:
         local = shard[len(PrefixFS.PREFIX):] if shard.startswith(PrefixFS.PREFIX) else shard
-        reader = ArrayRecordReader(local)
-        records.extend(reader.read_all())
-        reader.close()
+        records.extend(read_shard(local, shardset.compression))
     return decode_batch(shardset.schema, records)
 
 

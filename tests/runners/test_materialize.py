@@ -9,11 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
+from datarax_beam import from_source
 from datarax_beam.core.data_source import RandomAccessSource
 from datarax_beam.runners import counters, materialize, options, run
 from datarax_beam.shards import SHARDSET_FILE, load_shardset
 from datarax_beam.shards.checksum import sha256_file
-from datarax_beam.sources import MemorySource
+from datarax_beam.sources import ArrayRecordSourceConfig, ArrayRecordSourceModule, MemorySource
 from datarax_beam.testing import IteratorSource
 
 from .conftest import NUM_RECORDS, PrefixFS, make_pipeline, online_columns, read_all, shard_bytes
@@ -29,15 +30,18 @@ def _run(tmp_path_factory, pipeline, name, opts, **kw):
 
 @pytest.fixture(scope="module")
 def inproc(tmp_path_factory, pipeline):
-    return _run(tmp_path_factory, pipeline, "inproc", options.in_process())
+    # the reference: one thread compresses each chunk inline
+    return _run(tmp_path_factory, pipeline, "inproc", options.in_process(), writer_threads=1)
 
 
 @pytest.fixture(scope="module")
 def inproc_repeat(tmp_path_factory, pipeline):
     # A second run whose every bundle is replayed 3 extra times and the replays' outputs dropped,
-    # as a retried bundle's would be: many bundles on one worker, leftover temp parts.
+    # as a retried bundle's would be: many bundles on one worker, leftover temp parts. Also 4
+    # writer threads over chunks of 250 records (4 compression tasks each, in flight while the
+    # next chunk is computed): the bytes must not change.
     return _run(tmp_path_factory, pipeline, "repeat",
-                options.in_process() + ["--direct_runner_bundle_repeat=3"])
+                options.in_process() + ["--direct_runner_bundle_repeat=3"], writer_threads=4, batch_size=250)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +51,8 @@ def inproc_shuffled(tmp_path_factory, pipeline):
 
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory, pipeline):
-    return _run(tmp_path_factory, pipeline, "multi", options.multi_process(2))
+    # 2 worker processes, each compressing on 2 threads, chunks of 128 records
+    return _run(tmp_path_factory, pipeline, "multi", options.multi_process(2), writer_threads=2, batch_size=128)
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +81,16 @@ def test_materialized_equals_online(inproc, online):
     for k in online:
         assert decoded[k].dtype == online[k].dtype
         np.testing.assert_array_equal(decoded[k], online[k])
+    # the train-time reader decompresses on its read threads: the same records
+    with ArrayRecordSourceModule(shardset.path, ArrayRecordSourceConfig(read_threads=2)) as reader:
+        batches = list(from_source(reader, 96))
+    for k in online:
+        np.testing.assert_array_equal(np.concatenate([np.asarray(b[k]) for b in batches]), online[k])
+    # stored form (docs/format.md): zstd frames or raw codec bytes behind a 1-byte tag
+    from array_record.python.array_record_module import ArrayRecordReader
+
+    stored = ArrayRecordReader(shardset.shard_paths[0]).read_all()
+    assert {r[0] for r in stored} <= {0, 1} and len(stored) == 250
 
 
 def test_shardset_metadata(inproc, pipeline):

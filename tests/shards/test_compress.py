@@ -7,9 +7,12 @@ import pytest
 
 from datarax_beam.shards.compress import (
     RecordCompressor,
+    StoredRecordError,
     check_compression,
     decompress,
     decompress_one,
+    default_threads,
+    riegeli_options,
 )
 
 
@@ -35,6 +38,7 @@ def test_round_trip_and_tags():
     assert stored[0][0] == 1 and len(stored[0]) < len(recs[0])  # zeros: a zstd frame
     assert stored[1][0] == 0 and stored[1][1:] == recs[1]  # random bytes: stored raw
     assert recs[5] == b"" and stored[5] == b"\x00"  # an empty record stays one tag byte
+    assert RecordCompressor("zstd").compress([]) == []  # a batch whose records all failed
 
 
 @pytest.mark.parametrize("threads", [2, 3, 8])
@@ -48,10 +52,18 @@ def test_bytes_do_not_depend_on_threads(threads):
     many.close()
 
 
-def test_uncompressed_passes_through():
+@pytest.mark.parametrize("compression", ["uncompressed", "brotli", "snappy"])
+def test_other_compressions_pass_records_through(compression):
     recs = records(10)
-    c = RecordCompressor("uncompressed", threads=2)
-    assert c.compress(recs) == recs and decompress("uncompressed", recs) == recs
+    c = RecordCompressor(compression, threads=2)
+    assert c.compress(recs) == recs and decompress(compression, recs) == recs
+
+
+def test_riegeli_options_and_default_threads():
+    assert riegeli_options("zstd") == "group_size:1,uncompressed"  # records compressed by us
+    assert riegeli_options("brotli") == "group_size:1,brotli"  # riegeli compresses chunks
+    assert riegeli_options("uncompressed") == "group_size:1,uncompressed"
+    assert 1 <= default_threads() <= 4
 
 
 def test_pickles_without_its_pool():
@@ -64,8 +76,8 @@ def test_pickles_without_its_pool():
 def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="Unknown compression 'lz4'"):
         check_compression("lz4")
-    with pytest.raises(ValueError, match="Unknown compression 'snappy'"):
-        RecordCompressor("snappy")
+    with pytest.raises(ValueError, match="Unknown compression 'lz4'"):
+        RecordCompressor("lz4")
     with pytest.raises(ValueError, match="`threads` must be an int >= 1, got 0"):
         RecordCompressor("zstd", threads=0)
     with pytest.raises(ValueError, match="lacks its 1-byte compression tag"):
@@ -75,3 +87,31 @@ def test_errors_name_the_problem():
     good = RecordCompressor("zstd").compress([bytes(500)])[0]
     with pytest.raises(ValueError, match="zstd frame is corrupt"):
         decompress_one(good[:-3])
+
+
+def test_decompress_names_the_shard_and_the_record():
+    stored = RecordCompressor("zstd").compress([bytes(500), bytes(600), bytes(700)])
+    bad = stored[1][:-3]
+    with pytest.raises(StoredRecordError, match=r"^Shard 'x.array_record', record 41: A stored record's zstd "
+                                                r"frame is corrupt"):
+        decompress("zstd", [stored[0], bad, stored[2]], "Shard 'x.array_record'", [40, 41, 42])
+    with pytest.raises(StoredRecordError, match=r"^A shard, record 2: .*unknown compression tag 9"):
+        decompress("zstd", [stored[0], stored[1], b"\x09xyz"])
+
+
+def test_a_frame_declaring_a_huge_size_is_refused_before_allocating():
+    import struct
+
+    frame = RecordCompressor("zstd").compress([bytes(500)])[0][1:]
+    # rewrite the frame header: 8-byte content size field declaring 1 TiB
+    header = bytes([frame[4] & 0x3F | 0xC0])
+    single_segment = frame[4] & 0x20
+    window = b"" if single_segment else frame[5:6]
+    size_bytes = {0: 1 if single_segment else 0, 1: 2, 2: 4, 3: 8}[frame[4] >> 6]
+    rest = frame[5 + len(window) + size_bytes:]
+    bomb = b"\x01" + frame[:4] + header + window + struct.pack("<Q", 1 << 40) + rest
+    with pytest.raises(StoredRecordError, match="declares 1099511627776 content size in"):
+        decompress_one(bomb)
+    no_size = b"\x01" + frame[:4] + bytes([frame[4] & 0x1F]) + b"\x58" + rest  # no size, a window
+    with pytest.raises(StoredRecordError, match="declares no content size"):
+        decompress_one(no_size)

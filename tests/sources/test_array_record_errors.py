@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -167,3 +168,37 @@ def test_import_does_not_pull_in_apache_beam(shard_dir):
     result = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _store(path, index, stored):
+    """Rewrites shard ``path`` with its record ``index`` stored as ``stored`` (a writer's bug)."""
+    from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
+
+    from datarax_beam.shards import writer_options
+
+    reader = ArrayRecordReader(path)
+    records = reader.read_all()
+    reader.close()
+    records[index] = stored
+    writer = ArrayRecordWriter(path, writer_options("zstd"))
+    for r in records:
+        writer.write(r)
+    writer.close()
+
+
+@pytest.mark.parametrize("stored, message", [
+    (b"\x07abc", "A stored record has unknown compression tag 7; expected 0 (raw) or 1 (zstd)"),
+    (b"\x01\x28\xb5\x2f\xfd\x00", "A stored record's zstd frame is corrupt"),
+    (b"", "A stored record is empty: it lacks its 1-byte compression tag"),
+])
+def test_a_corrupt_stored_record_names_the_shard_and_the_record(shard_dir, stored, message):
+    path = _shard(shard_dir, 1)
+    _store(path, 5, stored)
+    # verify=False: the checksum would catch this edit; a record stored wrong by a writer would not
+    reader = ArrayRecordSourceModule(shard_dir, ArrayRecordSourceConfig(verify=False))
+    assert reader.get_batch([N // 2 + 4, N // 2 + 6])["x"].shape == (2, 64)  # its neighbours read
+    expected = "^" + re.escape(f"Shard '{path}', record 5: {message}")
+    with pytest.raises(ValueError, match=expected):
+        reader.get_batch([0, N // 2 + 5])
+    with pytest.raises(ValueError, match=expected):
+        list(from_source(reader, batch_size=8))  # on the read-ahead threads too

@@ -9,7 +9,8 @@ from datarax_beam import from_source
 from datarax_beam.operators import ElementOperator, ElementOperatorConfig
 from datarax_beam.operators.statistics import Normalize, VocabularyLookup
 from datarax_beam.runners import materialize, options
-from datarax_beam.shards import decode_batch, load_shardset
+from datarax_beam.shards import load_shardset
+from datarax_beam.shards.reader import read_columns
 from datarax_beam.sources import MemorySource, MemorySourceConfig
 from datarax_beam.statistics import load_statistics
 from datarax_beam.testing import IteratorSource
@@ -31,10 +32,7 @@ def make_pipeline(source=None, batch_size=64):
 
 
 def read_all(shardset):
-    from array_record.python.array_record_data_source import ArrayRecordDataSource
-
-    ds = ArrayRecordDataSource(shardset.shard_paths)
-    return decode_batch(shardset.schema, ds.__getitems__(range(len(ds))))
+    return read_columns(shardset)
 
 
 def assert_same_statistics(a, b):
