@@ -57,6 +57,7 @@ _TAGS = (b"\x00", b"\x01")
 
 _local = threading.local()
 _MULTI = False  # zstandard's C backend: compress a task's records in one call (`_compress_all`)
+_MULTI_D = False  # ... and decompress a batch's frames in one call (`_decompress_all`)
 
 
 def _compressor():
@@ -71,11 +72,13 @@ def _compressor():
 
 
 def _decompressor():
+    global _MULTI_D
     d = getattr(_local, "decompressor", None)
     if d is None:
         import zstandard
 
         d = _local.decompressor = zstandard.ZstdDecompressor()
+        _MULTI_D = zstandard.backend == "cext"
     return d
 
 
@@ -164,7 +167,10 @@ def decompress(compression: str, records: Sequence[bytes], where: str | None = N
     """
     if check_compression(compression) not in RECORD_LEVEL:
         return list(records)
-    out = []
+    fast = _decompress_all(records)
+    if fast is not None:
+        return fast
+    out = []  # the error path (or no batch decompression): find and name the bad record
     for k, r in enumerate(records):
         try:
             out.append(decompress_one(r))
@@ -172,6 +178,37 @@ def decompress(compression: str, records: Sequence[bytes], where: str | None = N
             index = positions[k] if positions is not None else k
             raise StoredRecordError(f"{where or 'A shard'}, record {index}: {e}") from None
     return out
+
+
+def _decompress_all(records: Sequence[bytes]) -> list[bytes] | None:
+    """The codec bytes of well-formed stored records, their frames decompressed in one call that
+    releases the GIL once (see `_compress_all`); None when a record is not well formed (the
+    caller then finds and names it) or batch decompression is not available."""
+    import zstandard
+
+    _decompressor()
+    if not _MULTI_D or not records:
+        return None if records else []
+    frames, zstd = [], []
+    size_of, ratio = zstandard.frame_content_size, _MAX_RATIO
+    try:
+        for r in records:
+            tag = r[0]
+            if tag == ZSTD:
+                frame = memoryview(r)[1:]
+                if not 0 <= size_of(frame) <= ratio * len(frame):
+                    return None
+                frames.append(frame)
+                zstd.append(True)
+            elif tag == RAW:
+                zstd.append(False)
+            else:
+                return None
+        result = _decompressor().multi_decompress_to_buffer(frames, threads=1) if frames else ()
+    except (IndexError, zstandard.ZstdError):  # an empty record; a corrupt frame
+        return None
+    payloads = iter([result[i].tobytes() for i in range(len(result))])
+    return [next(payloads) if z else r[1:] for r, z in zip(records, zstd, strict=True)]
 
 
 class RecordCompressor:

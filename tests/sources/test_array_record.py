@@ -54,7 +54,7 @@ def test_random_access_decodes_with_the_schema(shard_dir):
 def test_guide_example_raw_file(tmp_path):
     path = str(tmp_path / "file.array_record")
     records = [f"record {i}".encode() for i in range(70)]
-    write_shard_file(path, records)
+    write_shard_file(path, records, "uncompressed")  # a plain file: records as they are (no tags)
     # -- as in the guide, with datarax -> datarax_beam
     source = ArrayRecordSourceModule(path)
     pipeline = from_source(source, batch_size=32)
