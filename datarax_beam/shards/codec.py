@@ -215,8 +215,60 @@ def _le(dtype_name: str) -> np.dtype:
 
 
 # -- encoding ---------------------------------------------------------------------------------
-def encode_batch(schema: Schema, batch: Mapping[str, Any]) -> list[bytes]:
-    """Encodes every record of a columnar batch; checks it against ``schema``."""
+class FixedRecords(Sequence):
+    """Records of equal ``size`` held in one private buffer: record ``i`` is
+    ``blob[(start + i) * size : (start + i + 1) * size]``.
+
+    What `encode_batch` returns with ``block=True`` for a schema of tensors only: one copy of
+    the batch instead of one bytes object per record, which the compressor hands to zstd whole
+    (`datarax_beam.shards.compress`). Items and iteration give bytes like a list of records;
+    a slice is a view of the same buffer.
+    """
+
+    __slots__ = ("blob", "size", "start", "stop")
+
+    def __init__(self, blob: bytes, size: int, start: int = 0, stop: int | None = None):
+        self.blob, self.size, self.start = blob, size, start
+        self.stop = len(blob) // size if stop is None else stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            a, b, step = i.indices(len(self))
+            if step != 1:
+                return [self[k] for k in range(a, b, step)]
+            return FixedRecords(self.blob, self.size, self.start + a, self.start + max(a, b))
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"record {i} of {len(self)}")
+        o = (self.start + i % len(self)) * self.size
+        return self.blob[o : o + self.size]
+
+    def __iter__(self):
+        blob, size = self.blob, self.size
+        for o in range(self.start * size, self.stop * size, size):
+            yield blob[o : o + size]
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self.size
+
+    def buffer(self) -> memoryview:
+        """The records' bytes, back to back (no copy)."""
+        return memoryview(self.blob)[self.start * self.size : self.stop * self.size]
+
+
+def records_nbytes(records: Sequence[bytes]) -> int:
+    """The bytes of all ``records`` (a list or `FixedRecords`)."""
+    return records.nbytes if isinstance(records, FixedRecords) else sum(map(len, records))
+
+
+def encode_batch(schema: Schema, batch: Mapping[str, Any], block: bool = False) -> list[bytes] | FixedRecords:
+    """Encodes every record of a columnar batch; checks it against ``schema``.
+
+    With ``block``, a schema of tensors only (of a non-zero record size) encodes to one
+    `FixedRecords` buffer (the same bytes, without a bytes object per record)."""
     if set(batch) != set(schema.names):
         raise SchemaError(f"Record features {sorted(batch)} do not match the schema's {schema.names}")
     n = cols.num_rows(batch)
@@ -231,6 +283,8 @@ def encode_batch(schema: Schema, batch: Mapping[str, Any]) -> list[bytes]:
         parts.append(col.reshape(n, -1).view(np.uint8))
     fixed = np.concatenate(parts, axis=1) if len(parts) > 1 else (parts[0] if parts else None)
     var = schema.variable
+    if block and not var and fixed is not None and n and fixed.shape[1]:
+        return FixedRecords(fixed.tobytes(), fixed.shape[1])
     out = []
     for i in range(n):
         rec = fixed[i].tobytes() if fixed is not None else b""

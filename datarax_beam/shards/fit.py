@@ -79,11 +79,14 @@ def record_problem(schema: Schema, columns: Mapping[str, Any], row: int) -> str 
     return None
 
 
-def encode_fitting(schema: Schema, columns: Mapping[str, Any]) -> tuple[list[bytes], np.ndarray, dict[int, str]]:
-    """(encoded records that fit, in order; boolean mask of them; {row: problem} of the others)."""
+def encode_fitting(schema: Schema, columns: Mapping[str, Any],
+                   block: bool = False) -> tuple[list[bytes], np.ndarray, dict[int, str]]:
+    """(encoded records that fit, in order; boolean mask of them; {row: problem} of the others).
+
+    ``block``: a chunk that fits a schema of tensors only may come back as one `FixedRecords`."""
     n = cols.num_rows(columns)
     try:
-        return encode_batch(schema, columns), np.ones(n, dtype=bool), {}
+        return encode_batch(schema, columns, block), np.ones(n, dtype=bool), {}
     except (SchemaError, ValueError, OverflowError, struct.error):
         pass  # some record misfits or cannot be encoded: check them one by one
     problems, records = {}, []

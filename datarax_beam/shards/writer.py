@@ -72,10 +72,11 @@ class ShardFileWriter:
     def write_stored(self, stored: Iterable[bytes]) -> None:
         """Writes records already in stored form (another shard file's, joined unchanged)."""
         self._flush()
-        write = self._writer.write
+        write, count = self._writer.write, 0
         for rec in stored:
             write(rec)
-            self.count += 1
+            count += 1
+        self.count += count
 
     def _flush(self) -> None:
         if self._pending is not None:

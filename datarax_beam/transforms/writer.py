@@ -39,7 +39,7 @@ from apache_beam.transforms.window import GlobalWindows
 from datarax_beam.progress import Reporter
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.checksum import sha256_file
-from datarax_beam.shards.codec import Schema, SchemaError
+from datarax_beam.shards.codec import Schema, SchemaError, records_nbytes
 from datarax_beam.shards.compress import RecordCompressor, default_threads
 from datarax_beam.shards.fit import encode_fitting
 from datarax_beam.shards.writer import ShardFileWriter
@@ -63,13 +63,15 @@ _WRITE_BATCH = 1024
 _after_part_written = None
 
 
-def encode_chunk(chunk: Chunk, schema: Schema, policy: ErrorPolicy, note: str = "") -> tuple[list[bytes], Chunk]:
+def encode_chunk(chunk: Chunk, schema: Schema, policy: ErrorPolicy, note: str = "",
+                 block: bool = False) -> tuple[list[bytes], Chunk]:
     """(encoded records that fit ``schema``, the chunk with the misfits moved to its failures).
 
-    ``note`` is appended to each misfit's message (where the schema came from)."""
+    ``note`` is appended to each misfit's message (where the schema came from); ``block``: the
+    records may be one `FixedRecords` buffer (written here, never pickled)."""
     if not len(chunk.indices):
         return [], chunk._replace(columns={})
-    records, good, problems = encode_fitting(schema, chunk.columns)
+    records, good, problems = encode_fitting(schema, chunk.columns, block)
     if problems:
         failures = [failure(policy, chunk.indices[r], chunk.positions[r], "encode", SchemaError(p + note))
                     for r, p in sorted(problems.items())]
@@ -104,7 +106,7 @@ class _Part:
     def write(self, records: list[bytes]) -> int:
         """Stores codec records (compressed while the caller goes on); returns their codec bytes."""
         self.writer.write(records)
-        return sum(map(len, records))
+        return records_nbytes(records)
 
     def close(self) -> futures.Future:
         """Writes what is pending and closes the file; a future of its `PartInfo`."""
@@ -158,7 +160,7 @@ class _WriterBase(beam.DoFn):
         self._closing: list[futures.Future] = []
 
     def _encode(self, chunk: Chunk) -> tuple[list[bytes], Chunk]:
-        return encode_chunk(chunk, self._schema, self._policy, self._note)
+        return encode_chunk(chunk, self._schema, self._policy, self._note, block=True)
 
     def _open(self, shard: int, start: int) -> _Part:
         return _Part(self._tmp_dir, shard, self._num_shards, start, self._compression, self._compressor, self._finisher)

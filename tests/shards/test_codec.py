@@ -102,3 +102,15 @@ def test_mixed_value_types_name_the_feature():
     # str and numbers in one column used to raise "generator raised StopIteration"
     with pytest.raises(SchemaError, match=r"Feature 't' mixes values of different types .*'<i8\[\]', 'str'"):
         Schema.infer({"t": object_column(["a", np.int64(3)])})
+
+
+def test_a_block_of_tensors_encodes_the_same_bytes():
+    from datarax_beam.shards.codec import FixedRecords
+
+    batch = {"a": np.arange(12, dtype=np.float32).reshape(6, 2), "b": np.arange(6, dtype=np.int64)}
+    schema = Schema.infer(batch)
+    block = encode_batch(schema, batch, block=True)
+    assert isinstance(block, FixedRecords) and list(block) == encode_batch(schema, batch)
+    np.testing.assert_array_equal(decode_batch(schema, list(block))["a"], batch["a"])
+    text = {"t": np.array(["x", "y"], dtype=object)}  # variable features: a list as always
+    assert encode_batch(Schema.infer(text), text, block=True) == encode_batch(Schema.infer(text), text)

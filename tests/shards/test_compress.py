@@ -115,3 +115,18 @@ def test_a_frame_declaring_a_huge_size_is_refused_before_allocating():
     no_size = b"\x01" + frame[:4] + bytes([frame[4] & 0x1F]) + b"\x58" + rest  # no size, a window
     with pytest.raises(StoredRecordError, match="declares no content size"):
         decompress_one(no_size)
+
+
+def test_a_fixed_size_block_stores_the_same_bytes_as_its_records():
+    from datarax_beam.shards.codec import FixedRecords
+
+    rng = np.random.default_rng(1)
+    rows = [bytes(96) if i % 3 else rng.bytes(96) for i in range(300)]  # compressible and not
+    block = FixedRecords(b"".join(rows), 96)
+    assert len(block) == 300 and list(block) == rows and block[7] == rows[7] and block[-1] == rows[-1]
+    assert list(block[10:250]) == rows[10:250] and block[10:250].nbytes == 240 * 96
+    for threads in (1, 2):
+        c = RecordCompressor("zstd", threads=threads)
+        assert c.compress(block) == c.compress(rows)  # tasks of slices of the one buffer
+        assert c.compress(block[5:200]) == c.compress(rows[5:200])
+    assert RecordCompressor("uncompressed").compress(block) == rows
