@@ -125,6 +125,11 @@ class Schema:
     def fixed_nbytes(self) -> int:
         return sum(f.nbytes for f in self.tensors)
 
+    @property
+    def record_nbytes(self) -> int | None:
+        """Codec bytes of every record when all features are tensors; None when sizes vary."""
+        return None if self.variable or not self.features else self.fixed_nbytes
+
     @classmethod
     def infer(cls, batch: Mapping[str, Any]) -> Schema:
         """Infers the schema of a columnar batch (features sorted by name)."""

@@ -130,6 +130,16 @@ def _most_common(items: list) -> Any:
     return max(counts, key=lambda item: (counts[item], -first[item]))
 
 
+def _uniform(column: Any) -> bool:
+    """Whether ``column`` is a numeric array: every record one value of its dtype and row shape
+    (what `_value_class` would find record by record, found at once)."""
+    return isinstance(column, np.ndarray) and column.dtype.kind in cols.NUMERIC_KINDS and column.ndim >= 1
+
+
+def _uniform_spec(name: str, column: np.ndarray) -> FeatureSpec:
+    return FeatureSpec(name, "tensor", _dtype_name(column.dtype), tuple(column.shape[1:]))
+
+
 def infer_schema(columns: Mapping[str, Any]) -> Schema:
     """The schema of a batch of records (the chain's output on the first batch).
 
@@ -144,11 +154,17 @@ def infer_schema(columns: Mapping[str, Any]) -> Schema:
     n = cols.num_rows(columns)
     if not n:
         return Schema(())
-    present = [frozenset(k for k, c in columns.items() if c[r] is not MISSING) for r in range(n)]
+    uniform = {k: c for k, c in columns.items() if _uniform(c)}
+    if len(uniform) == len(columns):  # every record has every feature, in one dtype and shape
+        return Schema(tuple(_uniform_spec(k, c) for k, c in sorted(uniform.items())))
+    present = [frozenset(k for k, c in columns.items() if k in uniform or c[r] is not MISSING) for r in range(n)]
     names = _most_common(present)
     rows = [r for r in range(n) if present[r] == names]
     features = []
     for name in sorted(names):
+        if name in uniform and len(rows) == n:
+            features.append(_uniform_spec(name, uniform[name]))
+            continue
         values = [columns[name][r] for r in rows]
         classes = [_value_class(v) for v in values]
         known = [c for c in classes if c is not None]

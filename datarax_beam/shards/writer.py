@@ -18,7 +18,7 @@ import numpy as np
 from datarax_beam.core import columns as cols
 from datarax_beam.shards.checksum import sha256_file
 from datarax_beam.shards.codec import Schema, encode_batch
-from datarax_beam.shards.compress import RecordCompressor, default_threads
+from datarax_beam.shards.compress import RecordCompressor, default_threads, group_size_for
 from datarax_beam.shards.shardset import (
     SHARDSET_FILE,
     ShardInfo,
@@ -43,6 +43,7 @@ class ShardFileWriter:
       compression: one of `COMPRESSIONS`.
       compressor: a shared `RecordCompressor` of ``compression`` (its pool outlives this file);
         default: one of `default_threads` threads, closed with the file.
+      group_size: records per riegeli chunk (`datarax_beam.shards.compress.group_size_for`).
 
     Example:
       >>> import os, tempfile
@@ -52,14 +53,15 @@ class ShardFileWriter:
       2
     """
 
-    def __init__(self, path: str, compression: str = "zstd", compressor: RecordCompressor | None = None):
+    def __init__(self, path: str, compression: str = "zstd", compressor: RecordCompressor | None = None,
+                 group_size: int = 1):
         from array_record.python.array_record_module import ArrayRecordWriter
 
         if compressor is not None and compressor.compression != compression:
             raise ValueError(f"The compressor compresses {compressor.compression!r}, the file {compression!r}")
         self._owned = compressor is None
         self._compressor = compressor or RecordCompressor(compression, default_threads())
-        self._writer = ArrayRecordWriter(path, writer_options(compression))
+        self._writer = ArrayRecordWriter(path, writer_options(compression, group_size))
         self._pending = None
         self.count = 0
 
@@ -96,14 +98,14 @@ class ShardFileWriter:
 
 def write_shard_file(path: str, records: Iterable[bytes], compression: str = "zstd", *,
                      stored: bool = False, threads: int | None = None,
-                     batch: int = 1024) -> tuple[int, int]:
+                     batch: int = 1024, group_size: int = 1) -> tuple[int, int]:
     """Writes records to an ArrayRecord file at a local ``path``; returns (records, file bytes).
 
     ``records`` are codec records, or with ``stored=True`` records in stored form (read from
     another shard of the same compression) that are written unchanged.
     """
     compressor = RecordCompressor(compression, threads or default_threads())
-    writer = ShardFileWriter(path, compression, compressor)
+    writer = ShardFileWriter(path, compression, compressor, group_size)
     try:
         if stored:
             writer.write_stored(records)
@@ -154,7 +156,8 @@ def write_shardset(
         records = encode_batch(schema, cols.take(batch, part)) if len(part) else []
         name = shard_name(i, num_shards)
         tmp = os.path.join(directory, f".tmp-{name}")
-        count, size = write_shard_file(tmp, records, compression, threads=threads)
+        count, size = write_shard_file(tmp, records, compression, threads=threads,
+                                       group_size=group_size_for(schema.record_nbytes))
         digest = sha256_file(tmp)
         os.replace(tmp, os.path.join(directory, name))
         infos.append(ShardInfo(name, count, size, digest))

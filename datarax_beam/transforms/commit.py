@@ -33,6 +33,7 @@ import apache_beam as beam
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.checksum import sha256_file
 from datarax_beam.shards.codec import Schema, SchemaError
+from datarax_beam.shards.compress import group_size_for
 from datarax_beam.shards.shardset import ERRORS_DIR, SHARDSET_FILE, ShardInfo, ShardSet
 from datarax_beam.transforms import dead_letter, files, lock
 
@@ -101,6 +102,12 @@ class Commit(NamedTuple):
     def name(self, shard: int) -> str:
         return self.shard_names[shard] if self.shard_names else ss.shard_name(shard, self.num_shards)
 
+    @property
+    def group_size(self) -> int:
+        """Records per riegeli chunk of every shard file (`group_size_for` the schema's record
+        size): fixed by the schema, so every writer and the join of parts agree."""
+        return group_size_for(Schema.from_json(self.schema).record_nbytes if self.schema else None)
+
 
 def plan_names(num_shards: int, replacing: ShardSet | None, tag: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(final shard names, paths of ``replacing`` to delete after the commit).
@@ -128,7 +135,8 @@ def _local_copy(path: str) -> tuple[str, str | None]:
     return local, tmp
 
 
-def _write_local_then_put(dest: str, records: Iterable[bytes], compression: str) -> tuple[int, str]:
+def _write_local_then_put(dest: str, records: Iterable[bytes], compression: str,
+                          group_size: int) -> tuple[int, str]:
     """Writes stored records (other shard files', unchanged) as a shard file locally, then to
     ``dest``; returns (size, sha256)."""
     from datarax_beam.shards.writer import write_shard_file
@@ -136,7 +144,7 @@ def _write_local_then_put(dest: str, records: Iterable[bytes], compression: str)
     tmp = tempfile.mkdtemp(prefix="datarax-fin-")
     try:
         local = os.path.join(tmp, "shard")
-        _, size = write_shard_file(local, records, compression, stored=True, threads=1)
+        _, size = write_shard_file(local, records, compression, stored=True, threads=1, group_size=group_size)
         digest = sha256_file(local)
         files.upload(local, dest + ".tmp" if files.is_local(dest) else dest)
         if files.is_local(dest):
@@ -146,7 +154,7 @@ def _write_local_then_put(dest: str, records: Iterable[bytes], compression: str)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _concat(parts: list[PartInfo], dest: str, compression: str) -> tuple[int, str]:
+def _concat(parts: list[PartInfo], dest: str, compression: str, group_size: int) -> tuple[int, str]:
     """Rewrites a shard's parts as one file (a runner split the shard over bundles): their
     stored records, unchanged, so the file is the one a single part would have been."""
     from array_record.python.array_record_module import ArrayRecordReader
@@ -162,7 +170,7 @@ def _concat(parts: list[PartInfo], dest: str, compression: str) -> tuple[int, st
                 if tmp:
                     shutil.rmtree(tmp, ignore_errors=True)
 
-    return _write_local_then_put(dest, records(), compression)
+    return _write_local_then_put(dest, records(), compression, group_size)
 
 
 def _shard_parts(parts: list[PartInfo], shard: int, start: int, stop: int) -> list[PartInfo]:
@@ -232,9 +240,9 @@ def finalize(parts: Iterable[PartInfo], commit: Commit) -> ShardSet:
                 files.rename(part.path, dest)
             size, digest = part.num_bytes, part.sha256
         elif chosen:
-            size, digest = _concat(chosen, dest, commit.compression)
+            size, digest = _concat(chosen, dest, commit.compression, commit.group_size)
         else:
-            size, digest = _write_local_then_put(dest, [], commit.compression)
+            size, digest = _write_local_then_put(dest, [], commit.compression, commit.group_size)
         infos.append(ShardInfo(name, sum(p.num_written for p in chosen), size, digest, len(failures)))
     shardset = ShardSet(
         path=commit.output_dir, shards=tuple(infos), schema=Schema.from_json(commit.schema),

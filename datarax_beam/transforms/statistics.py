@@ -2,8 +2,8 @@
 
 The analysis is the one `datarax_beam.statistics.analyzer` runs online: accumulators per fixed
 block of global record indices, merged in block order. Chunks that cover a whole block become an
-accumulator right away (only the tiny accumulator crosses the GroupByKey); pieces of blocks
-split across chunks travel raw and are joined in index order before accumulating. So the result
+accumulator right away and go straight to the merge; only pieces of blocks split across chunks
+travel raw through a GroupByKey and are joined in index order before accumulating. So the result
 is bit-identical across runners, worker counts and chunk sizes, and equals the online result.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from datarax_beam.statistics.analyzer import (
@@ -39,20 +40,22 @@ class _BlockPiecesFn(beam.DoFn):
             return
         for block, idx, piece in split_blocks(chunk.columns, chunk.indices, self._block_size):
             if len(idx) == self._block_size:
-                yield block, ("acc", accumulate(self._specs, piece))
+                yield block, accumulate(self._specs, piece)
             else:
-                yield block, ("raw", idx, piece)
+                yield beam.pvalue.TaggedOutput(_RAW, (block, (idx, piece)))
+
+
+#: The output of `_BlockPiecesFn` for pieces of blocks split across chunks.
+_RAW = "raw"
 
 
 def _block_accumulator(item, specs):
     block, pieces = item
     pieces = list(pieces)
-    accs = [p[1] for p in pieces if p[0] == "acc"]
-    if accs:
-        if len(accs) > 1 or len(pieces) > 1:
-            raise RuntimeError(f"Statistics block {block} was read more than once")
-        return block, accs[0]
-    return block, accumulate(specs, assemble_block((p[1], p[2]) for p in pieces))
+    indices = np.concatenate([idx for idx, _ in pieces])
+    if len(np.unique(indices)) != len(indices):
+        raise RuntimeError(f"Statistics block {block} was read more than once")
+    return block, accumulate(specs, assemble_block(pieces))
 
 
 class _MergeInBlockOrder(beam.CombineFn):
@@ -89,13 +92,13 @@ class AnalyzeStatistics(beam.PTransform):
 
     def expand(self, chunks):
         specs = self._specs
-        return (
-            chunks
-            | "BlockPieces" >> beam.ParDo(_BlockPiecesFn(specs, self._block_size))
-            | "GroupBlocks" >> beam.GroupByKey()
-            | "AccumulateBlocks" >> beam.Map(_block_accumulator, specs)
-            | "MergeInOrder" >> beam.CombineGlobally(_MergeInBlockOrder())
-        )
+        pieces = chunks | "BlockPieces" >> beam.ParDo(_BlockPiecesFn(specs, self._block_size)).with_outputs(
+            _RAW, main="whole")
+        joined = (pieces[_RAW] | "GroupBlocks" >> beam.GroupByKey()
+                  | "AccumulateBlocks" >> beam.Map(_block_accumulator, specs))
+        # a block read twice (whole, or whole and in pieces) reaches the merge twice: it refuses
+        return ((pieces.whole, joined) | "Blocks" >> beam.Flatten()
+                | "MergeInOrder" >> beam.CombineGlobally(_MergeInBlockOrder()))
 
 
 def add_statistics(known, new, label: str):

@@ -37,6 +37,7 @@ import numpy as np
 from datarax_beam.core import columns as cols
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.codec import Schema, SchemaError
+from datarax_beam.shards.compress import group_size_for
 from datarax_beam.shards.fit import infer_schema
 from datarax_beam.shards.shardset import COMPRESSIONS, ERRORS_DIR
 from datarax_beam.shards.validate import validate_schema
@@ -174,8 +175,10 @@ class _WriteGroupsFn(WriteGroupFn):
     def setup(self):  # records arrive encoded: no schema needed here
         pass
 
-    def process(self, item, total):
+    def process(self, item, total, schema=None):
         self._num_shards = _resolve(self._given_shards, int(total))
+        if schema is not None:  # inferred at run time: it fixes the files' group size too
+            self._group_size = group_size_for(Schema.from_json(schema).record_nbytes)
         yield from super().process(item)
 
 
@@ -345,7 +348,7 @@ class WriteShardSet(beam.PTransform):
             chunks
             | "AssignShards" >> beam.ParDo(_AssignFn(c, c.shuffle, c.seed, policy), total, **inferred)
             | "GroupByShard" >> beam.GroupByKey()
-            | "WriteGroups" >> beam.ParDo(_WriteGroupsFn(c, policy), total)
+            | "WriteGroups" >> beam.ParDo(_WriteGroupsFn(c, policy), total, **inferred)
             | "AllParts" >> beam.combiners.ToList()
         )
         if self._locked_by_driver:

@@ -89,7 +89,7 @@ class _Part:
     """
 
     def __init__(self, tmp_dir: str, shard: int, num_shards: int, start: int, compression: str,
-                 compressor: RecordCompressor, finisher: futures.ThreadPoolExecutor):
+                 compressor: RecordCompressor, finisher: futures.ThreadPoolExecutor, group_size: int = 1):
         self.shard, self.start, self.stop = shard, start, start
         self.failures: list[dict] = []
         name = f"{ss.shard_name(shard, num_shards)}.{start}.{uuid.uuid4().hex}"
@@ -100,7 +100,7 @@ class _Part:
         else:
             os.makedirs(tmp_dir, exist_ok=True)
             self.local = self.path
-        self.writer = ShardFileWriter(self.local, compression, compressor)
+        self.writer = ShardFileWriter(self.local, compression, compressor, group_size)
         self._finisher = finisher
 
     def write(self, records: list[bytes]) -> int:
@@ -132,7 +132,7 @@ class _WriterBase(beam.DoFn):
 
     def __init__(self, commit: Commit, policy: ErrorPolicy = DEFAULT_POLICY):
         self._tmp_dir, self._num_shards, self._compression = commit.tmp_dir, commit.num_shards, commit.compression
-        self._threads = commit.writer_threads
+        self._threads, self._group_size = commit.writer_threads, commit.group_size
         self._schema_json, self._note, self._policy = commit.schema, commit.schema_note, policy
         self._records = Metrics.counter(NAMESPACE, "records_written")
         self._failed = Metrics.counter(NAMESPACE, "records_failed")
@@ -163,7 +163,8 @@ class _WriterBase(beam.DoFn):
         return encode_chunk(chunk, self._schema, self._policy, self._note, block=True)
 
     def _open(self, shard: int, start: int) -> _Part:
-        return _Part(self._tmp_dir, shard, self._num_shards, start, self._compression, self._compressor, self._finisher)
+        return _Part(self._tmp_dir, shard, self._num_shards, start, self._compression, self._compressor, self._finisher,
+                     self._group_size)
 
     def _close(self, part: _Part) -> None:
         self._closing.append(part.close())

@@ -130,3 +130,13 @@ def test_a_fixed_size_block_stores_the_same_bytes_as_its_records():
         assert c.compress(block) == c.compress(rows)  # tasks of slices of the one buffer
         assert c.compress(block[5:200]) == c.compress(rows[5:200])
     assert RecordCompressor("uncompressed").compress(block) == rows
+
+
+def test_group_size_grows_as_records_shrink_up_to_one_4k_chunk():
+    from datarax_beam.shards.compress import GROUP_BYTES, MAX_GROUP_SIZE, group_size_for
+
+    assert [group_size_for(b) for b in (None, 0, 1, 16, 40, 1000, 2048, 2049, 3136)] == [
+        1, 1, MAX_GROUP_SIZE, 256, 64, 4, 2, 1, 1]
+    for b in range(1, 5000, 37):
+        g = group_size_for(b)
+        assert g & (g - 1) == 0 and (g == 1 or g * b <= GROUP_BYTES) and g <= MAX_GROUP_SIZE

@@ -73,3 +73,29 @@ def test_errors_name_the_shard_and_the_record(tmp_path):
     assert read_columns(d, [18, 20])["s"].tolist() == ["r18", "r20"]
     with pytest.raises(IndexError, match="Record index 30 is out of range for a shard set of 30 records"):
         read_records(d, [0, 30])
+
+
+@pytest.mark.parametrize("compression", ["zstd", "uncompressed"])
+def test_small_fixed_records_are_grouped_into_chunks_and_read_back_by_index(tmp_path, compression):
+    from datarax_beam.shards.compress import GROUP_BYTES, group_size_for
+
+    n = 1000
+    data = {"id": np.arange(n, dtype=np.int64), "x": np.random.default_rng(1).random((n, 2)).astype(np.float32)}
+    shardset = write_shardset(str(tmp_path / "set"), data, num_shards=2, compression=compression)
+    assert load_shardset(str(tmp_path / "set")).schema.record_nbytes == 16
+    group = group_size_for(16)
+    assert group == 256 and group * 16 <= GROUP_BYTES  # a random read fetches one 4 KiB chunk
+    reader = ArrayRecordReader(shardset.shard_paths[0])
+    assert f"group_size:{group}" in reader.writer_options_string()
+    order = np.random.default_rng(2).permutation(n)
+    got = read_columns(shardset, order)
+    np.testing.assert_array_equal(got["id"], order)
+    np.testing.assert_array_equal(got["x"], data["x"][order])
+    with ArrayRecordSourceModule(str(tmp_path / "set")) as source:
+        np.testing.assert_array_equal(source.get_batch(order[:100])["id"], order[:100])
+
+
+def test_records_of_varying_size_keep_one_per_chunk(tmp_path):
+    shardset = write_shardset(str(tmp_path / "set"), batch(), num_shards=1)
+    assert shardset.schema.record_nbytes is None
+    assert "group_size:1," in ArrayRecordReader(shardset.shard_paths[0]).writer_options_string()

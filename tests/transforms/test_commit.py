@@ -11,6 +11,7 @@ import pytest
 
 from datarax_beam.shards import SHARDSET_FILE, Schema, load_shardset
 from datarax_beam.shards.checksum import sha256_file
+from datarax_beam.shards.compress import group_size_for
 from datarax_beam.shards.reader import read_shard
 from datarax_beam.shards.shardset import ShardInfo, ShardSet
 from datarax_beam.shards.writer import write_shard_file
@@ -22,12 +23,13 @@ from datarax_beam.transforms.writer import output_permutation
 
 SCHEMA = Schema.infer({"x": np.zeros((1, 2), np.int32)})
 JOB = uuid.uuid4().hex
+GROUP = group_size_for(SCHEMA.record_nbytes)
 
 
 def _part(tmp, shard, start, stop, tag="", failed=()):
     path = os.path.join(tmp, f"part-{shard}-{start}{tag}")
     records = [np.array([i, i], "<i4").tobytes() for i in range(start, stop) if i not in failed]
-    _, size = write_shard_file(path, records)
+    _, size = write_shard_file(path, records, group_size=GROUP)  # as the job's writers (8-byte records)
     errors = None
     if failed:
         errors = path + ".errors.jsonl"

@@ -113,3 +113,23 @@ def test_analysis_branches_count_under_their_own_counters(tmp_path):
     # nothing runs per record.
     assert c["analysis_kernel_compilations"] == 1 and c["kernel_compilations"] == 1
     assert c.get("records_per_record_path", 0) == 0
+
+
+@pytest.mark.parametrize("chunking", ["whole", "pieces"])
+def test_a_block_analyzed_twice_fails_the_analysis(chunking):
+    """Chunks covering a block twice (indices that repeat) are refused, whole or in pieces."""
+    import apache_beam as beam
+
+    from datarax_beam.statistics import BLOCK_SIZE, StatSpec
+    from datarax_beam.transforms.readers import Chunk
+    from datarax_beam.transforms.statistics import AnalyzeStatistics
+
+    idx = np.arange(BLOCK_SIZE, dtype=np.int64)
+    if chunking == "pieces":
+        idx = idx[: BLOCK_SIZE // 2]
+    chunk = Chunk(0, idx, idx, {"v": np.ones(len(idx), np.float32)})
+    flags = options.build_options(options.in_process())
+    match = "accumulated twice" if chunking == "whole" else "read more than once"
+    with pytest.raises(Exception, match=match):
+        with beam.Pipeline(runner=options.make_runner(flags), options=flags) as p:
+            _ = p | beam.Create([chunk, chunk]) | AnalyzeStatistics([StatSpec(feature="v", name="v")])
