@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -151,7 +152,19 @@ class ShardSet:
         return self
 
     def dumps(self) -> str:
-        return json.dumps(self.to_json(), indent=2, sort_keys=False)
+        """``shardset.json``'s text: indented, each statistic's value on one line (Python's
+        JSON encoder is pure Python with ``indent``: a 50,000-word vocabulary indented took
+        longer than writing the rows it came from)."""
+        d = self.to_json()
+        stats = d["statistics"]
+        if not stats:
+            return json.dumps(d, indent=2)
+        token = uuid.uuid4().hex  # stands in for each statistic's value, then is replaced
+        d["statistics"] = {name: f"{token}{i}." for i, name in enumerate(stats)}
+        text = json.dumps(d, indent=2)
+        for i, value in enumerate(stats.values()):
+            text = text.replace(f'"{token}{i}."', json.dumps(value), 1)
+        return text
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any], path: str) -> ShardSet:

@@ -58,24 +58,13 @@ def _block_accumulator(item, specs):
     return block, accumulate(specs, assemble_block(pieces))
 
 
-class _MergeInBlockOrder(beam.CombineFn):
-    """Collects (block, accumulators) pairs; merges them in block order only at the end."""
-
-    def create_accumulator(self):
-        return []
-
-    def add_input(self, acc, item):
-        acc.append(item)
-        return acc
-
-    def merge_accumulators(self, accs):
-        return [item for acc in accs for item in acc]
-
-    def extract_output(self, acc):
-        blocks = [b for b, _ in acc]
-        if len(blocks) != len(set(blocks)):
-            raise RuntimeError("A statistics block was accumulated twice")
-        return finalize(merge_in_order(acc)).to_json()
+def _merge_in_block_order(_, whole, joined):
+    """The statistics JSON of every block's accumulators, merged in block order."""
+    acc = list(whole) + list(joined)
+    blocks = [b for b, _ in acc]
+    if len(blocks) != len(set(blocks)):
+        raise RuntimeError("A statistics block was accumulated twice")
+    return finalize(merge_in_order(acc)).to_json()
 
 
 class AnalyzeStatistics(beam.PTransform):
@@ -96,9 +85,13 @@ class AnalyzeStatistics(beam.PTransform):
             _RAW, main="whole")
         joined = (pieces[_RAW] | "GroupBlocks" >> beam.GroupByKey()
                   | "AccumulateBlocks" >> beam.Map(_block_accumulator, specs))
-        # a block read twice (whole, or whole and in pieces) reaches the merge twice: it refuses
-        return ((pieces.whole, joined) | "Blocks" >> beam.Flatten()
-                | "MergeInOrder" >> beam.CombineGlobally(_MergeInBlockOrder()))
+        # A block read twice (whole, or whole and in pieces) reaches the merge twice: it refuses.
+        # Both kinds of accumulators reach the one merge as list side inputs: each is encoded
+        # and decoded once (a CombineGlobally re-encodes its output for its default value, a
+        # Flatten adds a stage), and an empty input still gives its (empty) statistics once.
+        return (chunks.pipeline | "Once" >> beam.Impulse()
+                | "MergeInOrder" >> beam.Map(_merge_in_block_order, beam.pvalue.AsList(pieces.whole),
+                                             beam.pvalue.AsList(joined)))
 
 
 def add_statistics(known, new, label: str):
