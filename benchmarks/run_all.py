@@ -148,8 +148,12 @@ def scaleout_rows(out: dict) -> list[str]:
     for chain, goal in (("normalize", None), ("normalize + 6 blurs", 0.8)):
         rates = out["scaling"][chain]
         kind = "CPU-bound" if "blurs" in chain else "I/O-bound"
+        busy = out.get("cores", {}).get(chain, {})
+        cores = (f"; cores busy: in-process {busy['in-process']:.2f}, 1 worker {busy['1']:.2f}, 2 workers "
+                 f"{busy['2']:.2f} of {os.cpu_count()}") if busy else ""
         rows.append(_row(f"scale-out, {n} generated 28x28 f32, {chain} ({kind}), XLA 1 thread per worker: "
-                         "2 worker processes vs 2 x 1 (parallel efficiency)", rates["2"], 2 * rates["1"], goal))
+                         f"2 worker processes vs 2 x 1 (parallel efficiency{cores})", rates["2"], 2 * rates["1"],
+                         goal))
     img = out["images"]
     rows.append(_row(f"image job, {m} 64x64x3 uint8 -> normalize, keyed flip + brightness, 3x3 blur, f16: "
                      "`materialize` in-process vs hand loop", img["materialize in-process"], img["hand loop"], None))

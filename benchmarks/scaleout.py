@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -68,6 +69,13 @@ def normalize_blur(element, key):
     return element.update_data({"image": x})
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the DirectRunner's worker
+    processes are waited for when the job ends)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def materialize_job(source, fn, out: str, flags: list[str], operators=None) -> float:
     from datarax_beam import OperatorNode, from_source
     from datarax_beam.operators import ElementOperator, ElementOperatorConfig
@@ -84,16 +92,17 @@ def materialize_job(source, fn, out: str, flags: list[str], operators=None) -> f
 def worker_scaling(n: int, workers: list[int], work: str) -> dict:
     from datarax_beam.runners import options
 
-    rows = {}
+    rows, cores = {}, {}
     for name, fn in (("normalize", normalize), (f"normalize + {BLURS} blurs", normalize_blur)):
         materialize_job(GeneratedImages(BATCH), fn, os.path.join(work, "warm"), options.in_process())
-        rates = {"in-process": n / materialize_job(GeneratedImages(n), fn, os.path.join(work, "o"),
-                                                   options.in_process())}
-        for w in workers:
-            rates[w] = n / materialize_job(GeneratedImages(n), fn, os.path.join(work, "o"),
-                                           options.multi_process(w))
-        rows[name] = rates
-    return rows
+        rates, busy = {}, {}
+        for w in ["in-process", *workers]:
+            flags = options.in_process() if w == "in-process" else options.multi_process(w)
+            cpu = cpu_seconds()
+            seconds = materialize_job(GeneratedImages(n), fn, os.path.join(work, "o"), flags)
+            rates[w], busy[w] = n / seconds, (cpu_seconds() - cpu) / seconds  # cores kept busy
+        rows[name], cores[name] = rates, busy
+    return rows, cores
 
 
 class GeneratedPhotos(RandomAccessSource):
@@ -198,22 +207,28 @@ def main(argv: list[str] | None = None) -> dict:
     workers = [int(w) for w in args.workers.split(",") if w]
     work = tempfile.mkdtemp(prefix="bench-scaleout-")
     try:
-        scaling = worker_scaling(args.records, workers, work)
+        scaling, cores = worker_scaling(args.records, workers, work)
         images = image_job(args.image_records, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"\nworker scaling: {args.records:,} generated 28x28 f32 records, {SHARDS} shards, "
           f"XLA 1 intra-op thread per process, {os.cpu_count()} cores")
-    print(f"{'chain':<22}{'workers':>10}{'records/s':>12}{'vs in-proc':>11}{'efficiency':>11}")
+    print(f"{'chain':<22}{'workers':>10}{'records/s':>12}{'vs in-proc':>11}{'efficiency':>11}{'cores busy':>11}")
     for chain, rates in scaling.items():
         for w, rate in rates.items():
             eff = f"{rate / (w * rates[workers[0]] / workers[0]):10.2f}" if w != "in-process" else f"{'-':>10}"
-            print(f"{chain:<22}{w!s:>10}{rate:>12,.0f}{rate / rates['in-process']:10.2f}x{eff}")
+            print(f"{chain:<22}{w!s:>10}{rate:>12,.0f}{rate / rates['in-process']:10.2f}x{eff}"
+                  f"{cores[chain][w]:11.2f}")
+    print("(cores busy: CPU seconds of the driver and its worker processes per second of the job; one "
+          "worker already keeps more than one core busy -- compression threads, XLA's own thread -- so "
+          f"on {os.cpu_count()} cores the efficiency of {max(workers)} workers is at most "
+          f"{os.cpu_count()} / ({max(workers)} x that))")
     print(f"\nimage job: {args.image_records:,} 64x64x3 uint8 -> normalize, keyed flip + brightness, "
           f"3x3 blur, float16")
     for name, rate in images.items():
         print(f"{name:<24}{rate:>12,.0f} records/s{rate / images['hand loop']:8.2f}x hand loop")
     return {"scaling": {c: {str(w): r for w, r in rates.items()} for c, rates in scaling.items()},
+            "cores": {c: {str(w): b for w, b in busy.items()} for c, busy in cores.items()},
             "images": images, "records": args.records, "image_records": args.image_records}
 
 
