@@ -2,7 +2,8 @@
 
 Each document runs alone: an empty working directory, offline Hugging Face settings, and nothing
 else — a page makes the data it needs in its own blocks (format.md writes ``out_dir``, sources.md
-puts TFDS's ``mock_data`` in MNIST's place). Blocks of one document share one namespace and run
+puts TFDS's ``mock_data`` in MNIST's place). No example may fall to the per-record path: no
+`PerRecordPathWarning` may be issued. Blocks of one document share one namespace and run
 top to bottom, so a block may use what an earlier one defined. After the blocks, `CHECKS` assert what the
 prose promises. A block is left out only when the line before its fence is
 ``<!-- no-test: reason -->`` (configuration snippets that need a cluster); keep that rare.
@@ -13,12 +14,15 @@ from __future__ import annotations
 import glob
 import os
 import re
+import warnings
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # before `datasets` reads its config: never touch the network
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from datarax_beam.kernels.errors import PerRecordPathWarning  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOCS = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))) + [os.path.join(ROOT, "README.md")]
@@ -88,9 +92,14 @@ def test_doc_examples_run(doc, tmp_path, monkeypatch, offline_hf):
     work.mkdir()
     monkeypatch.chdir(work)
     ns: dict = {"__name__": f"docs_{name.replace('.', '_')}"}
-    for line, code, _ in blocks:
-        # pad so that tracebacks give the line number in the markdown file
-        exec(compile("\n" * (line - 1) + code, doc, "exec"), ns)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PerRecordPathWarning)
+        for line, code, _ in blocks:
+            # pad so that tracebacks give the line number in the markdown file
+            exec(compile("\n" * (line - 1) + code, doc, "exec"), ns)
+    # no example falls to the per-record path (online, or offline on the in-process runner)
+    per_record = [str(w.message) for w in caught if issubclass(w.category, PerRecordPathWarning)]
+    assert not per_record, per_record
     if name in CHECKS:
         CHECKS[name](ns)
 
