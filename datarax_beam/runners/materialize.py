@@ -11,6 +11,7 @@ uncommitted shards are removed and the lock released.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -27,6 +28,7 @@ from datarax_beam.runners.options import (
     build_options,
     harness_log_level,
     in_process_single_worker,
+    local_worker_processes,
     make_runner,
     runner_name,
 )
@@ -55,7 +57,12 @@ from datarax_beam.transforms.settings import (
     refuse_committed,
     versions,
 )
-from datarax_beam.transforms.staging import unregister_in_process
+from datarax_beam.transforms.staging import (
+    is_plain_memory_source,
+    shared_memory_dir,
+    source_nbytes,
+    unregister_in_process,
+)
 
 __all__ = ["Materialized", "as_schema", "counters", "default_num_shards", "materialize", "run"]
 
@@ -114,6 +121,9 @@ def run(
     job_lock = JobLock(output_dir, job_id, tmp_dir).acquire(lambda: committed_paths(output_dir))
     single = in_process_single_worker(opts)
     token = uuid.uuid4().hex if single else None
+    staging_dir = None  # worker processes on this machine: a memory source goes to shared memory
+    if not single and job.tasks is not None and local_worker_processes(opts) and is_plain_memory_source(source):
+        staging_dir = shared_memory_dir(source_nbytes(source))
     planned: list[str] = []
     try:
         refuse_committed(output_dir, overwrite)  # again, now that this job holds the directory
@@ -127,7 +137,7 @@ def run(
                         replaced=replaced, max_failed_fraction=float(max_failed_fraction),
                         schema_note=note, writer_threads=writer_threads)
         p = beam.Pipeline(runner=make_runner(opts), options=opts)
-        _ = p | "Materialize" >> Materialize.of_job(pipeline, Job(job, commit, policy, bs, single, token))
+        _ = p | "Materialize" >> Materialize.of_job(pipeline, Job(job, commit, policy, bs, single, token, staging_dir))
         total = sum(job.shard_sizes) if job.shard_sizes else None
         try:
             with logs.level(log_level), JobProgress(tmp_dir, total, enabled=progress) as display:
@@ -139,10 +149,14 @@ def run(
         finally:
             if token is not None:
                 unregister_in_process(token)
+            if staging_dir is not None:
+                shutil.rmtree(staging_dir, ignore_errors=True)
         if state != PipelineState.DONE:
             raise RuntimeError(f"The {runner_name(opts)} job ended in state {state}; nothing was committed")
     except BaseException:
         remove_uncommitted(output_dir, tmp_dir, planned, lambda: committed_paths(output_dir))
+        if staging_dir is not None:
+            shutil.rmtree(staging_dir, ignore_errors=True)
         raise
     finally:
         job_lock.release()

@@ -205,6 +205,13 @@ def in_process_single_worker(options: PipelineOptions) -> bool:
             and (direct.direct_num_workers or 1) == 1)
 
 
+def local_worker_processes(options: PipelineOptions) -> bool:
+    """True when the job's workers are processes on this machine (DirectRunner
+    ``multi_processing``): a memory source can then be staged in shared memory."""
+    direct = options.view_as(DirectOptions)
+    return runner_name(options) in (DIRECT, "direct") and direct.direct_running_mode == "multi_processing"
+
+
 def make_runner(options: PipelineOptions):
     """The runner object to use, chosen explicitly.
 

@@ -98,6 +98,7 @@ class Job(NamedTuple):
     batch_size: int
     single_worker: bool = False
     token: str | None = None
+    staging_dir: str | None = None  # where a memory source is staged (default: the temp directory)
 
 
 def check_args(pipeline, output_dir, num_shards, compression, batch_size, on_error, check_finite,
@@ -135,7 +136,7 @@ def _read(p, pipeline: Pipeline, job: Job):
     source, commit, bs, spread = pipeline.source, job.commit, job.batch_size, not job.single_worker
     analysis_policy = job.policy._replace(check_finite=False)
     if job.plan.tasks is not None:
-        staging = ss.join(commit.tmp_dir, "staged")
+        staging = job.staging_dir or ss.join(commit.tmp_dir, "staged")
         order = job.plan.order
         n = len(order)
         order_path = None

@@ -262,3 +262,27 @@ def test_non_local_filesystem_with_worker_processes(tmp_path, inproc):
                            options=options.multi_process(2) + [WORKER_PLUGIN])
     assert shardset.path == out and shardset.num_records == NUM_RECORDS
     assert shard_bytes(str(tmp_path / "remote_mp" / "out")) == shard_bytes(inproc.shardset.path)
+
+
+def test_worker_processes_read_a_memory_source_staged_in_shared_memory(tmp_path, monkeypatch, pipeline, inproc):
+    from datarax_beam.transforms import staging
+
+    made = []
+    real = staging.shared_memory_dir
+
+    def spy(nbytes, root=str(tmp_path / "shm")):  # a stand-in for /dev/shm the test can look into
+        os.makedirs(root, exist_ok=True)
+        made.append(real(nbytes, root))
+        return made[-1]
+
+    import importlib
+
+    driver = importlib.import_module("datarax_beam.runners.materialize")  # the module, not the function
+    monkeypatch.setattr(driver, "shared_memory_dir", spy)
+    done = _run_plain(tmp_path, pipeline, options.multi_process(2))
+    assert len(made) == 1 and made[0] is not None and not os.path.exists(made[0])  # used, then removed
+    assert shard_bytes(done.shardset.path) == shard_bytes(inproc.shardset.path)
+
+
+def _run_plain(tmp_path, pipeline, opts):
+    return run(pipeline, str(tmp_path / "out"), num_shards=SHARDS, options=opts)

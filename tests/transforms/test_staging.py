@@ -77,3 +77,15 @@ def test_other_random_access_sources_travel_as_they_are():
     assert isinstance(reader, staging.SourceIndexReader)
     reader.setup()
     assert next(reader.read_batches([np.array([3, 4])]))["x"].tolist() == [9, 16]
+
+
+def test_shared_memory_dir_only_where_there_is_room(tmp_path):
+    made = staging.shared_memory_dir(10, root=str(tmp_path))
+    assert made is not None and os.path.dirname(made) == str(tmp_path) and os.path.isdir(made)
+    assert staging.shared_memory_dir(1 << 62, root=str(tmp_path)) is None  # no room: the temp dir is used
+    assert staging.shared_memory_dir(10, root=str(tmp_path / "absent")) is None
+
+
+def test_source_nbytes_counts_numeric_columns_exactly():
+    src = MemorySource(data={"x": np.zeros((10, 4), np.float32), "s": np.array(["a"] * 10, dtype=object)})
+    assert staging.source_nbytes(src) == 160 + 64 * 10
