@@ -31,6 +31,7 @@ from datarax_beam.runners.options import (
     local_worker_processes,
     make_runner,
     runner_name,
+    shared_writer_threads,
 )
 from datarax_beam.serving.next_to import export_next_to, transform_target
 from datarax_beam.shards import shardset as ss
@@ -121,6 +122,8 @@ def run(
     job_lock = JobLock(output_dir, job_id, tmp_dir).acquire(lambda: committed_paths(output_dir))
     single = in_process_single_worker(opts)
     token = uuid.uuid4().hex if single else None
+    if writer_threads is None and local_worker_processes(opts):  # W workers share these cores
+        writer_threads = shared_writer_threads(opts)
     staging_dir = None  # worker processes on this machine: a memory source goes to shared memory
     if not single and job.tasks is not None and local_worker_processes(opts) and is_plain_memory_source(source):
         staging_dir = shared_memory_dir(source_nbytes(source))
@@ -232,7 +235,8 @@ def materialize(
         ``docs/serving.md``); a local directory: export it there. A host operator that cannot be
         exported is refused before the job runs.
       writer_threads: threads compressing records in each writer (default: ``min(4, cores)``
-        of the worker's machine); the shards' bytes are the same for any value.
+        of the worker's machine, divided among the worker processes when they share this one);
+        the shards' bytes are the same for any value.
 
     Returns:
       the committed `ShardSet` (path, record count, shard paths and checksums, schema, job id,

@@ -107,3 +107,17 @@ def test_local_engine_helpers_name_the_bad_argument(kwargs, match):
         options.flink_local("localhost:8099", **kwargs)
     with pytest.raises(ValueError, match=match):
         options.spark_local("localhost:8099", **kwargs)
+
+
+def test_worker_processes_on_one_machine_share_its_compression_threads(monkeypatch):
+    from datarax_beam.runners.options import (
+        build_options,
+        local_worker_processes,
+        shared_writer_threads,
+    )
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert [shared_writer_threads(build_options(options.multi_process(w))) for w in (1, 2, 8, 16, 32)] == [
+        4, 4, 2, 1, 1]
+    assert local_worker_processes(build_options(options.multi_process(2)))
+    assert not local_worker_processes(build_options(options.in_process()))
