@@ -56,6 +56,7 @@ def save_array(path: str, arr: np.ndarray) -> None:
     """Writes ``arr`` as ``.npy``: straight to a local file (one pass, no copy in memory), through
     `FileSystems` elsewhere."""
     if "://" not in path:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # as FileSystems.create does
         with open(path, "wb") as f:
             np.save(f, np.ascontiguousarray(arr), allow_pickle=False)
         return
