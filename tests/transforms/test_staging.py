@@ -89,3 +89,9 @@ def test_shared_memory_dir_only_where_there_is_room(tmp_path):
 def test_source_nbytes_counts_numeric_columns_exactly():
     src = MemorySource(data={"x": np.zeros((10, 4), np.float32), "s": np.array(["a"] * 10, dtype=object)})
     assert staging.source_nbytes(src) == 160 + 64 * 10
+
+
+def test_save_array_makes_the_directory_it_writes_into(tmp_path):
+    path = str(tmp_path / "staged" / "order.npy")  # the staging directory does not exist yet
+    staging.save_array(path, np.arange(5))
+    np.testing.assert_array_equal(np.load(path), np.arange(5))
