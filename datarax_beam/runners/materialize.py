@@ -122,10 +122,11 @@ def run(
     job_lock = JobLock(output_dir, job_id, tmp_dir).acquire(lambda: committed_paths(output_dir))
     single = in_process_single_worker(opts)
     token = uuid.uuid4().hex if single else None
-    if writer_threads is None and local_worker_processes(opts):  # W workers share these cores
+    local = local_worker_processes(opts)  # worker processes sharing this machine
+    if writer_threads is None and local:
         writer_threads = shared_writer_threads(opts)
-    staging_dir = None  # worker processes on this machine: a memory source goes to shared memory
-    if not single and job.tasks is not None and local_worker_processes(opts) and is_plain_memory_source(source):
+    staging_dir = None  # a memory source they read goes to shared memory (removed at the end)
+    if local and job.tasks is not None and is_plain_memory_source(source):
         staging_dir = shared_memory_dir(source_nbytes(source))
     planned: list[str] = []
     try:
@@ -152,17 +153,15 @@ def run(
         finally:
             if token is not None:
                 unregister_in_process(token)
-            if staging_dir is not None:
-                shutil.rmtree(staging_dir, ignore_errors=True)
         if state != PipelineState.DONE:
             raise RuntimeError(f"The {runner_name(opts)} job ended in state {state}; nothing was committed")
     except BaseException:
         remove_uncommitted(output_dir, tmp_dir, planned, lambda: committed_paths(output_dir))
-        if staging_dir is not None:
-            shutil.rmtree(staging_dir, ignore_errors=True)
         raise
     finally:
         job_lock.release()
+        if staging_dir is not None:
+            shutil.rmtree(staging_dir, ignore_errors=True)
     if transform_dir is not None:  # the committed set's transform, for serving (docs/serving.md)
         export_next_to(pipeline, shardset, transform_dir)
     return Materialized(shardset, result)

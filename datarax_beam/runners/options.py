@@ -18,7 +18,6 @@ Each helper returns a list of Beam argv flags; pass it (plus your own flags) as
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -215,12 +214,10 @@ def local_worker_processes(options: PipelineOptions) -> bool:
 
 def shared_writer_threads(options: PipelineOptions) -> int:
     """Compression threads per writer when ``direct_num_workers`` worker processes share this
-    machine's cores: ``min(4, cores // workers)``, at least 1 (not 4 per worker: 8 workers on 16
-    cores would start 32 compression threads besides their own)."""
-    from datarax_beam.shards.compress import MAX_DEFAULT_THREADS
+    machine's cores (`datarax_beam.shards.compress.default_threads` of that many processes)."""
+    from datarax_beam.shards.compress import default_threads
 
-    workers = max(1, options.view_as(DirectOptions).direct_num_workers or 1)
-    return max(1, min(MAX_DEFAULT_THREADS, (os.cpu_count() or 1) // workers))
+    return default_threads(options.view_as(DirectOptions).direct_num_workers or 1)
 
 
 def make_runner(options: PipelineOptions):

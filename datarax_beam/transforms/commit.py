@@ -226,7 +226,7 @@ def finalize(parts: Iterable[PartInfo], commit: Commit) -> ShardSet:
     if commit.locked:
         lock.check(commit.output_dir, commit.job_id)
 
-    infos = []
+    infos, group_size = [], commit.group_size  # (parsed from the schema once, not per shard)
     for shard in range(commit.num_shards):
         chosen = chosen_by_shard[shard]
         name = commit.name(shard)
@@ -240,9 +240,9 @@ def finalize(parts: Iterable[PartInfo], commit: Commit) -> ShardSet:
                 files.rename(part.path, dest)
             size, digest = part.num_bytes, part.sha256
         elif chosen:
-            size, digest = _concat(chosen, dest, commit.compression, commit.group_size)
+            size, digest = _concat(chosen, dest, commit.compression, group_size)
         else:
-            size, digest = _write_local_then_put(dest, [], commit.compression, commit.group_size)
+            size, digest = _write_local_then_put(dest, [], commit.compression, group_size)
         infos.append(ShardInfo(name, sum(p.num_written for p in chosen), size, digest, len(failures)))
     shardset = ShardSet(
         path=commit.output_dir, shards=tuple(infos), schema=Schema.from_json(commit.schema),
