@@ -9,15 +9,56 @@ set the worker's level. Here the root logger gets its stderr handler first -- at
 keeps its complaints to itself; then Beam's worker runs unchanged.
 
 `datarax_beam.runners.quiet.FnApiRunner` starts workers this way unless the job's log level is
-INFO or DEBUG (then Beam's own worker runs, and prints everything).
+INFO or DEBUG (then Beam's own worker runs, and prints everything), usually forked from a
+preloaded zygote (`datarax_beam.runners.zygote`).
+
+Before anything starts JAX, a worker takes its share of the machine's cores (`pin_cores`): the
+driver lists one core set per worker in ``DATARAX_BEAM_WORKER_CORES`` and worker ``k`` (Beam's
+``WORKER_ID`` ends in ``k``) takes set ``k`` modulo their number. XLA sizes its thread pools to
+the cores a process may use, so w workers on c cores run w pools of c / w threads, not w of c.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 
 from datarax_beam import logs
+
+#: The environment variable listing the workers' core sets: ``0,1;2,3`` (sets split by ``;``).
+CORES = "DATARAX_BEAM_WORKER_CORES"
+
+
+def core_set(environ=os.environ) -> frozenset[int] | None:
+    """This worker's cores from ``DATARAX_BEAM_WORKER_CORES`` and ``WORKER_ID`` (see the module
+    docstring); None when the variable is unset.
+
+    Raises:
+      ValueError: the variable is not a list of core sets (naming it and its value).
+
+    Example:
+      >>> sorted(core_set({CORES: "0,1;2,3", "WORKER_ID": "worker_5"}))
+      [2, 3]
+    """
+    spec = environ.get(CORES)
+    if not spec:
+        return None
+    try:
+        sets = [frozenset(int(c) for c in part.split(",")) for part in spec.split(";")]
+    except ValueError:
+        raise ValueError(f"{CORES} must be core sets like '0,1;2,3', got {spec!r}") from None
+    match = re.search(r"(\d+)$", environ.get("WORKER_ID", ""))
+    return sets[int(match.group(1)) % len(sets) if match else 0]
+
+
+def pin_cores(environ=os.environ) -> frozenset[int] | None:
+    """Confines this process to `core_set` (where the OS can); returns the set or None."""
+    cores = core_set(environ)
+    if cores is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cores)
+    return cores
 
 
 def setup_logging() -> None:
@@ -31,7 +72,9 @@ def setup_logging() -> None:
 
 
 def main(argv: list[str]) -> None:
-    setup_logging()
+    if not logging.getLogger().handlers:  # (a worker forked from the zygote has them already)
+        setup_logging()
+    pin_cores()
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(argv)

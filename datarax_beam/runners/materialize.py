@@ -24,6 +24,7 @@ from apache_beam.runners.runner import PipelineState
 from datarax_beam import logs
 from datarax_beam.dag.pipeline import Pipeline
 from datarax_beam.progress import JobProgress, is_enabled
+from datarax_beam.runners import zygote
 from datarax_beam.runners.options import (
     build_options,
     harness_log_level,
@@ -107,6 +108,8 @@ def run(
     if log_level is not None:  # the workers' level too (the runner reads it when it is made)
         opts.view_as(WorkerOptions).default_sdk_harness_log_level = harness_log_level(log_level)
     refuse_committed(output_dir, overwrite)
+    if local_worker_processes(opts) and zygote.enabled():
+        zygote.start()  # workers' imports run there while the driver plans and probes
     transform_dir = transform_target(pipeline, output_dir, export_transform)  # refused before the job
     source = pipeline.source
     bs = batch_size or pipeline.batch_size

@@ -32,11 +32,68 @@ def in_process() -> list[str]:
     return [f"--runner={DIRECT}", "--direct_running_mode=in_memory", "--direct_num_workers=1"]
 
 
-def multi_process(workers: int = 2) -> list[str]:
-    """DirectRunner with ``workers`` SDK worker processes (each builds its own kernel)."""
-    if not isinstance(workers, int) or workers < 1:
+def multi_process(workers: int = 2, *, cores_per_worker: int | None = None) -> list[str]:
+    """DirectRunner with ``workers`` SDK worker processes (each builds its own kernel).
+
+    Each worker is confined to its share of this machine's cores (`worker_core_sets`): an
+    equal share by default, or ``cores_per_worker`` cores each (e.g. 1 to measure scaling with
+    one core per worker). The workers are forked from a preloaded zygote
+    (`datarax_beam.runners.zygote`), so they start without importing Beam, JAX and Flax again.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"`workers` must be an int >= 1, got {workers!r}")
-    return [f"--runner={DIRECT}", "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    flags = [f"--runner={DIRECT}", "--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
+    if cores_per_worker is not None:
+        _check_cores(cores_per_worker)
+        flags.append(f"--local_worker_cores={cores_per_worker}")
+    return flags
+
+
+class LocalWorkerOptions(PipelineOptions):
+    """``--local_worker_cores``: cores each local worker process may use (see `multi_process`)."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--local_worker_cores", type=int, default=None,
+                            help="cores each DirectRunner multi_processing worker may use "
+                                 "(default: an equal share of this machine's)")
+
+
+def _check_cores(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`cores_per_worker` (--local_worker_cores) must be an int >= 1, got {value!r}")
+    return value
+
+
+def worker_core_sets(workers: int, cores_per_worker: int | None = None,
+                     cores: Sequence[int] | None = None) -> list[list[int]]:
+    """The core set of each of ``workers`` local worker processes, from ``cores`` (default:
+    those this process may run on).
+
+    By default each worker gets an equal share, at least one core: ``len(cores) // workers``
+    cores, contiguous (a share of a 16-core machine keeps its caches); with more workers than
+    cores they share cores round-robin. ``cores_per_worker`` fixes the size of every set.
+
+    Example:
+      >>> worker_core_sets(2, cores=[0, 1, 2, 3])
+      [[0, 1], [2, 3]]
+      >>> worker_core_sets(3, cores=[0, 1]), worker_core_sets(1, 1, cores=[0, 1])
+      ([[0], [1], [0]], [[0]])
+    """
+    pool = sorted(cores if cores is not None else _available_cores())
+    if not pool:
+        raise ValueError("No cores to share among the workers")
+    each = _check_cores(cores_per_worker) if cores_per_worker is not None else max(1, len(pool) // workers)
+    each = min(each, len(pool))
+    return [[pool[(k * each + j) % len(pool)] for j in range(each)] for k in range(workers)]
+
+
+def _available_cores() -> list[int]:
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
 
 
 def portable() -> list[str]:
@@ -214,10 +271,13 @@ def local_worker_processes(options: PipelineOptions) -> bool:
 
 def shared_writer_threads(options: PipelineOptions) -> int:
     """Compression threads per writer when ``direct_num_workers`` worker processes share this
-    machine's cores (`datarax_beam.shards.compress.default_threads` of that many processes)."""
-    from datarax_beam.shards.compress import default_threads
+    machine: one per core of a worker's core set (`worker_core_sets`), at most
+    `datarax_beam.shards.compress.MAX_DEFAULT_THREADS`."""
+    from datarax_beam.shards.compress import MAX_DEFAULT_THREADS
 
-    return default_threads(options.view_as(DirectOptions).direct_num_workers or 1)
+    workers = options.view_as(DirectOptions).direct_num_workers or 1
+    cores = worker_core_sets(workers, options.view_as(LocalWorkerOptions).local_worker_cores)[0]
+    return max(1, min(MAX_DEFAULT_THREADS, len(cores)))
 
 
 def make_runner(options: PipelineOptions):

@@ -116,8 +116,10 @@ def test_worker_processes_on_one_machine_share_its_compression_threads(monkeypat
         shared_writer_threads,
     )
 
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("datarax_beam.runners.options._available_cores", lambda: list(range(16)))
     assert [shared_writer_threads(build_options(options.multi_process(w))) for w in (1, 2, 8, 16, 32)] == [
         4, 4, 2, 1, 1]
+    # one thread per core of a worker's set: one core each, compressed on the writing thread
+    assert shared_writer_threads(build_options(options.multi_process(1, cores_per_worker=1))) == 1
     assert local_worker_processes(build_options(options.multi_process(2)))
     assert not local_worker_processes(build_options(options.in_process()))

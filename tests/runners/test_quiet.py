@@ -19,7 +19,8 @@ NOISE = ("apitools not found", "Discarding unparseable args", "Logging handler c
          "No semi_persistent_directory", "Worker: severity")
 
 
-def test_only_beams_subprocess_worker_command_is_replaced():
+def test_only_beams_subprocess_worker_command_is_replaced(monkeypatch):
+    monkeypatch.setenv("DATARAX_BEAM_ZYGOTE", "0")  # (forked workers: tests/runners/test_zygote.py)
     proto = beam_runner_api_pb2.Pipeline()
     envs = proto.components.environments
     envs["beam"].urn = python_urns.SUBPROCESS_SDK
