@@ -37,6 +37,7 @@ from datarax_beam.transforms.dead_letter import (
 from datarax_beam.transforms.readers import NAMESPACE, Chunk
 
 
+@beam.typehints.with_output_types(Chunk)
 class ApplyOperatorsFn(beam.DoFn):
     """Applies an operator chain to every `Chunk`.
 

@@ -14,6 +14,7 @@ Every chunk carries its records' global source indices (they key the PRNG) and o
 
 from __future__ import annotations
 
+import pickle
 from typing import Any, NamedTuple
 
 import apache_beam as beam
@@ -56,6 +57,35 @@ class Chunk(NamedTuple):
         return (min(ends), max(ends)) if ends else (0, 0)
 
 
+class ChunkCoder(beam.coders.Coder):
+    """Beam's coder of `Chunk`s: pickled, as by default, but sized from the columns' bytes.
+
+    Beam samples the size of elements passing between transforms for its metrics, even inside a
+    fused stage; its default coder sizes a chunk by pickling it: a copy of every sampled chunk's
+    data (measured: 6% of an in-process 100k-record job). Registered for `Chunk`, which the
+    readers and the operator and writer DoFns declare as their output type.
+    """
+
+    def encode(self, chunk: Chunk) -> bytes:
+        return pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def decode(self, encoded: bytes) -> Chunk:
+        return pickle.loads(encoded)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def estimate_size(self, chunk: Chunk) -> int:
+        size = 64 + 16 * len(chunk.positions)  # the bookkeeping (positions, indices)
+        for value in chunk.columns.values():
+            nbytes = getattr(value, "nbytes", None)
+            size += int(nbytes) if nbytes is not None else 64 * len(value)  # (lists: a guess)
+        return size
+
+
+beam.coders.registry.register_coder(Chunk, ChunkCoder)
+
+
 class ShardTask(NamedTuple):
     """Output shard ``shard`` holds output positions ``[start, stop)``."""
 
@@ -84,6 +114,7 @@ def plan_block_tasks(num_records: int, num_tasks: int, block_size: int) -> list[
     return tasks
 
 
+@beam.typehints.with_output_types(Chunk)
 class _ReadTaskFn(beam.DoFn):
     def __init__(self, reader: IndexReader, order_path: str | None, batch_size: int,
                  policy: ErrorPolicy = DEFAULT_POLICY, prefix: str = ""):
@@ -176,6 +207,7 @@ def _chunks_of(records, batch_size: int, shard: int, first_position: int = 0):
         position += n
 
 
+@beam.typehints.with_output_types(Chunk)
 class _IterateFn(beam.DoFn):
     def __init__(self, source, shuffle, batch_size, prefix: str = ""):
         self._source, self._shuffle, self._batch_size = source, shuffle, batch_size
@@ -205,6 +237,7 @@ class ReadSequential(beam.PTransform):
         )
 
 
+@beam.typehints.with_output_types(Chunk)
 class _ReadStreamShardFn(beam.DoFn):
     def __init__(self, source, batch_size, prefix: str = ""):
         self._source, self._batch_size = source, batch_size

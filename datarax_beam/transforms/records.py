@@ -70,6 +70,7 @@ def records_to_columns(records: list[Mapping[str, Any]]) -> dict[str, Any]:
         return concat_records([{k: cols.stack_values([v]) for k, v in r.items()} for r in records])
 
 
+@beam.typehints.with_output_types(Chunk)
 class ToChunksFn(beam.DoFn):
     """Groups the records of a bundle into chunks of up to ``batch_size`` records, in index
     order within each chunk (positions = indices); `Chunk` elements pass through as they are.

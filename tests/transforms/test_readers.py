@@ -35,3 +35,19 @@ def test_read_index_ranges_emits_chunks_with_positions_and_indices(tmp_path):
             (1, [4, 5, 6], [5, 4, 3], [50, 40, 30]),
             (2, [7, 8, 9], [2, 1, 0], [20, 10, 0]),
         ]))
+
+
+def test_chunks_have_a_coder_that_sizes_them_without_pickling(monkeypatch):
+    import pickle
+
+    from datarax_beam.transforms.readers import Chunk, ChunkCoder
+
+    chunk = Chunk(0, np.arange(4, dtype=np.int64), np.arange(4, dtype=np.int64),
+                  {"x": np.zeros((4, 1000), np.float32), "s": ["a", "b", "c", "d"]})
+    coder = beam.coders.registry.get_coder(Chunk)
+    assert isinstance(coder, ChunkCoder)
+    back = coder.decode(coder.encode(chunk))
+    assert back.shard == 0 and back.columns["s"] == chunk.columns["s"]
+    np.testing.assert_array_equal(back.columns["x"], chunk.columns["x"])
+    monkeypatch.setattr(pickle, "dumps", lambda *a, **k: (_ for _ in ()).throw(AssertionError("pickled")))
+    assert 16_000 <= coder.estimate_size(chunk) < 17_000  # the float columns' bytes, about
