@@ -72,10 +72,21 @@ def normalize_blur(element, key):
 
 
 def cpu_seconds() -> float:
-    """CPU time of this process and of its finished children (the DirectRunner's worker
-    processes are waited for when the job ends)."""
+    """CPU time of this process, of its finished children, and of the worker zygote with its
+    finished children (the workers: forks of the zygote, reaped by it when a job ends)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    total = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    from datarax_beam.runners import zygote
+
+    z = zygote._zygote
+    if z is not None and z.alive():
+        try:
+            with open(f"/proc/{z.process.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # u, s, cu, cs
+        except OSError:
+            pass
+    return total
 
 
 def materialize_job(source, fn, out: str, flags: list[str], operators=None) -> float:

@@ -75,6 +75,9 @@ def main(argv: list[str]) -> None:
     if not logging.getLogger().handlers:  # (a worker forked from the zygote has them already)
         setup_logging()
     pin_cores()
+    from datarax_beam.shards.compress import SWITCH_INTERVAL
+
+    sys.setswitchinterval(SWITCH_INTERVAL)  # (a worker writes shards: see compress.switch_interval)
     from apache_beam.runners.worker import sdk_worker_main
 
     sdk_worker_main.main(argv)

@@ -37,6 +37,7 @@ from datarax_beam.runners.options import (
 from datarax_beam.serving.next_to import export_next_to, transform_target
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.codec import Schema
+from datarax_beam.shards.compress import switch_interval
 from datarax_beam.shards.shardset import ERRORS_DIR, ShardSet
 from datarax_beam.transforms import files
 from datarax_beam.transforms.commit import (
@@ -147,7 +148,9 @@ def run(
         _ = p | "Materialize" >> Materialize.of_job(pipeline, Job(job, commit, policy, bs, single, token, staging_dir))
         total = sum(job.shard_sizes) if job.shard_sizes else None
         try:
-            with logs.level(log_level), JobProgress(tmp_dir, total, enabled=progress) as display:
+            # (in-process, this thread writes: compression threads hand batches back sooner)
+            with logs.level(log_level), switch_interval(), \
+                    JobProgress(tmp_dir, total, enabled=progress) as display:
                 result = p.run()
                 display.attach(result)  # live Beam metrics, where the runner reports them
                 state = result.wait_until_finish()

@@ -140,3 +140,35 @@ def test_group_size_grows_as_records_shrink_up_to_one_4k_chunk():
     for b in range(1, 5000, 37):
         g = group_size_for(b)
         assert g & (g - 1) == 0 and (g == 1 or g * b <= GROUP_BYTES) and g <= MAX_GROUP_SIZE
+
+
+def test_switch_interval_is_shared_by_nested_blocks_and_restored():
+    import sys
+
+    from datarax_beam.shards.compress import switch_interval
+
+    before = sys.getswitchinterval()
+    with switch_interval(0.002):
+        with switch_interval(0.0005):  # joins the first: one setting for all
+            assert sys.getswitchinterval() == 0.002
+        assert sys.getswitchinterval() == 0.002
+    assert sys.getswitchinterval() == before
+    try:
+        with switch_interval(0.002):
+            raise KeyError("boom")
+    except KeyError:
+        pass
+    assert sys.getswitchinterval() == before
+
+
+def test_an_in_process_job_restores_the_switch_interval(tmp_path):
+    import sys
+
+    import numpy as np
+
+    from datarax_beam import from_source, materialize
+    from datarax_beam.sources import MemorySource
+
+    before = sys.getswitchinterval()
+    materialize(from_source(MemorySource(data={"x": np.arange(8, dtype=np.float32)}), 4), str(tmp_path / "o"))
+    assert sys.getswitchinterval() == before
