@@ -78,7 +78,7 @@ def enabled(environ: Mapping[str, str] = os.environ) -> bool:
 
 class _Zygote:
     def __init__(self, key: str):
-        self.key = key
+        self.key, self.owner = key, os.getpid()
         self.dir = tempfile.mkdtemp(prefix="datarax-zygote-")
         self.path = os.path.join(self.dir, "socket")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -95,6 +95,8 @@ class _Zygote:
         return self.process.poll() is None
 
     def stop(self) -> None:
+        if os.getpid() != self.owner:  # a fork of the driver: the zygote is not its own
+            return
         if self.process.stdin is not None:
             self.process.stdin.close()  # the zygote's cue to kill its workers and exit
         try:

@@ -155,3 +155,14 @@ def test_the_worker_command_carries_the_core_sets(monkeypatch):
     assert quiet_workers(proto, build_options(options.multi_process(2))) == 1
     command = env.payload.decode()
     assert command.startswith("DATARAX_BEAM_WORKER_CORES='0,1;2,3' ") and zygote.CLIENT in command
+
+
+def test_a_fork_of_the_driver_leaves_the_zygote_alone():
+    zygote.start()
+    process = zygote._zygote.process
+    pid = os.fork()
+    if pid == 0:  # e.g. a multiprocessing child exiting through its atexit handlers
+        zygote.stop()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert process.poll() is None  # still serving this driver
