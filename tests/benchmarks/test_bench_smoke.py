@@ -30,9 +30,15 @@ def test_run_all_quick_prints_and_writes_the_table(tmp_path):
     assert table.startswith("# Benchmark results (`make bench`)\n\nMeasured ")
     assert "--quick sizes: a smoke test, not a measurement" in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    assert len(rows) == 2 + 18 + 3  # two headers, eighteen comparisons, three scaling sizes
-    comparisons = rows[1:19]
+    # scaleout.py: per chain, efficiency and vs in-process (+ 1 worker with every core, where a
+    # machine has more than one core)
+    share = 2 if len(os.sched_getaffinity(0)) > 1 else 0
+    n = 18 + 2 + share
+    assert len(rows) == 2 + n + 3  # two headers, the comparisons, three scaling sizes
+    comparisons = rows[1 : 1 + n]
     assert sum("parallel efficiency" in r for r in comparisons) == 2  # scaleout.py: two chains
+    assert sum("vs in-process" in r for r in comparisons) == 2
+    assert sum("every core" in r for r in comparisons) == share
     assert sum(r.startswith("| image job") for r in comparisons) == 2
     restore = [r for r in comparisons if "restore mid-epoch" in r]
     assert len(restore) == 1 and " s** | < 1 s" in restore[0]  # a time, not a ratio
