@@ -157,6 +157,7 @@ def test_the_worker_command_carries_the_core_sets(monkeypatch):
     assert command.startswith("DATARAX_BEAM_WORKER_CORES='0,1;2,3' ") and zygote.CLIENT in command
 
 
+@pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # the child only stops and exits
 def test_a_fork_of_the_driver_leaves_the_zygote_alone():
     zygote.start()
     process = zygote._zygote.process
