@@ -271,13 +271,13 @@ def local_worker_processes(options: PipelineOptions) -> bool:
 
 def shared_writer_threads(options: PipelineOptions) -> int:
     """Compression threads per writer when ``direct_num_workers`` worker processes share this
-    machine: one per core of a worker's core set (`worker_core_sets`), at most
-    `datarax_beam.shards.compress.MAX_DEFAULT_THREADS`."""
-    from datarax_beam.shards.compress import MAX_DEFAULT_THREADS
+    machine: `datarax_beam.shards.compress.default_threads` of a worker's core set
+    (`worker_core_sets`)."""
+    from datarax_beam.shards.compress import default_threads
 
     workers = options.view_as(DirectOptions).direct_num_workers or 1
     cores = worker_core_sets(workers, options.view_as(LocalWorkerOptions).local_worker_cores)[0]
-    return max(1, min(MAX_DEFAULT_THREADS, len(cores)))
+    return default_threads(len(cores))
 
 
 def make_runner(options: PipelineOptions):

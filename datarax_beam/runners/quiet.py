@@ -35,14 +35,11 @@ def quiet_workers(pipeline_proto, options=None) -> int:
     """Points Beam's subprocess worker environments at `QUIET_WORKER` (forked from the zygote
     where it is enabled), each worker confined to its core set; returns how many."""
     changed = 0
-    cores = _core_sets(options) if options is not None else None
+    prefix = f"{CORES}={shlex.quote(_core_sets(options))} " if options is not None else ""
     for env in pipeline_proto.components.environments.values():
         if env.urn == python_urns.SUBPROCESS_SDK and env.payload.endswith(BEAM_WORKER):
-            if zygote.enabled():
-                env.payload = zygote.command(cores).encode()
-            else:
-                prefix = f"{CORES}={shlex.quote(cores)} " if cores else ""
-                env.payload = f"{prefix}{shlex.quote(sys.executable)} -m {QUIET_WORKER}".encode()
+            worker = zygote.command() if zygote.enabled() else f"{shlex.quote(sys.executable)} -m {QUIET_WORKER}"
+            env.payload = (prefix + worker).encode()
             changed += 1
     return changed
 

@@ -140,17 +140,9 @@ def stop() -> None:
             _zygote = None
 
 
-def command(cores: str | None = None) -> str:
-    """The shell command of a worker forked from this driver's zygote (started if needed);
-    ``cores``: the worker core sets (`datarax_beam._beam_worker.CORES`)."""
-    prefix = f"{_beam_worker_cores()}={shlex.quote(cores)} " if cores else ""
-    return f"{prefix}{shlex.quote(sys.executable)} {shlex.quote(CLIENT)} {shlex.quote(start())}"
-
-
-def _beam_worker_cores() -> str:
-    from datarax_beam._beam_worker import CORES
-
-    return CORES
+def command() -> str:
+    """The shell command of a worker forked from this driver's zygote (started if needed)."""
+    return f"{shlex.quote(sys.executable)} {shlex.quote(CLIENT)} {shlex.quote(start())}"
 
 
 # --- the zygote process -----------------------------------------------------------------------

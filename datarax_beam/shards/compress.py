@@ -136,11 +136,10 @@ def riegeli_options(compression: str, group_size: int = 1) -> str:
     return f"group_size:{group_size},{chunks}"
 
 
-def default_threads(processes: int = 1) -> int:
-    """Compression threads of a writer by default: ``min(4, cores // processes)``, at least 1,
-    where ``processes`` writers share this machine's cores (not 4 each: 8 worker processes on
-    16 cores would start 32 compression threads besides their own)."""
-    return max(1, min(MAX_DEFAULT_THREADS, (os.cpu_count() or 1) // max(1, processes)))
+def default_threads(cores: int | None = None) -> int:
+    """Compression threads of a writer by default: one per core, at most 4 (at least 1);
+    ``cores``: the cores the writer's process may use (default: this machine's)."""
+    return max(1, min(MAX_DEFAULT_THREADS, cores or os.cpu_count() or 1))
 
 
 #: The interpreter's GIL switch interval while a writer runs (`switch_interval`); Python's is 5 ms.
