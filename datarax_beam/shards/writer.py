@@ -8,16 +8,18 @@ writer of a whole set, for tests and small jobs.
 
 from __future__ import annotations
 
+import collections
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent import futures
 from typing import Any
 
 import numpy as np
 
 from datarax_beam.core import columns as cols
 from datarax_beam.shards.checksum import sha256_file
-from datarax_beam.shards.codec import Schema, encode_batch
+from datarax_beam.shards.codec import Schema, encode_batch, records_nbytes
 from datarax_beam.shards.compress import RecordCompressor, default_threads, group_size_for
 from datarax_beam.shards.shardset import (
     SHARDSET_FILE,
@@ -28,15 +30,23 @@ from datarax_beam.shards.shardset import (
 )
 from datarax_beam.version import __version__
 
+#: Most batches a writer has in flight (compressing, or waiting for the writing thread) ...
+LOOKAHEAD_BATCHES = 4
+#: ... and most codec bytes those batches may hold (large records: fewer batches in flight).
+LOOKAHEAD_BYTES = 64 << 20
+
 
 class ShardFileWriter:
     """An ArrayRecord shard file being written at a local ``path``.
 
     `write` takes codec records (`encode_batch`'s output) and stores them as ``compression``
-    says: for ``zstd`` each batch is compressed on ``compressor``'s threads while the previous
-    batch is written (and while the caller computes the next one), into riegeli chunks that are
-    ``uncompressed``. The bytes of the file do not depend on the threads or on how records were
-    split into batches.
+    says: for ``zstd`` each batch is compressed on ``compressor``'s threads into riegeli chunks
+    that are ``uncompressed``. Records reach the file on ``writer_thread``, batch after batch in
+    order, so the caller goes on with its next batches meanwhile (at most `LOOKAHEAD_BATCHES`
+    batches and `LOOKAHEAD_BYTES` codec bytes in flight). ``ArrayRecordWriter.write`` holds the
+    GIL: on the calling thread it kept the caller's own Python work waiting (measured: the
+    in-process job of docs/benchmarks.md ran 10% faster with a writing thread). The bytes of
+    the file do not depend on the threads or on how records were split into batches.
 
     Args:
       path: a local file path.
@@ -44,6 +54,8 @@ class ShardFileWriter:
       compressor: a shared `RecordCompressor` of ``compression`` (its pool outlives this file);
         default: one of `default_threads` threads, closed with the file.
       group_size: records per riegeli chunk (`datarax_beam.shards.compress.group_size_for`).
+      writer_thread: a shared single-thread executor that writes (a writer's files are then
+        written one after the other); default: one of its own, shut down with the file.
 
     Example:
       >>> import os, tempfile
@@ -54,46 +66,77 @@ class ShardFileWriter:
     """
 
     def __init__(self, path: str, compression: str = "zstd", compressor: RecordCompressor | None = None,
-                 group_size: int = 1):
+                 group_size: int = 1, writer_thread: futures.ThreadPoolExecutor | None = None):
         from array_record.python.array_record_module import ArrayRecordWriter
 
         if compressor is not None and compressor.compression != compression:
             raise ValueError(f"The compressor compresses {compressor.compression!r}, the file {compression!r}")
         self._owned = compressor is None
         self._compressor = compressor or RecordCompressor(compression, default_threads())
+        self._own_thread = writer_thread is None
+        self._thread = writer_thread or writing_thread()
         self._writer = ArrayRecordWriter(path, writer_options(compression, group_size))
-        self._pending = None
+        self._pending: collections.deque = collections.deque()  # (future of a batch written, codec bytes)
+        self._pending_bytes = 0
         self.count = 0
 
-    def write(self, records: list[bytes]) -> None:
-        """Stores codec records: starts compressing them, then writes the previous batch."""
-        pending = self._compressor.submit(records)
-        self._flush()
-        self._pending = pending
+    def write(self, records: Sequence[bytes]) -> None:
+        """Stores codec records: starts compressing them and queues them for writing; waits
+        while more than `LOOKAHEAD_BATCHES` batches (or `LOOKAHEAD_BYTES`) are in flight.
+
+        Raises what compressing or writing an earlier batch raised."""
+        nbytes = records_nbytes(records)
+        batch = self._compressor.submit(records)
+        self._pending.append((self._thread.submit(lambda: self._write(batch.result())), nbytes))
+        self._pending_bytes += nbytes
+        while len(self._pending) > 1 and (len(self._pending) > LOOKAHEAD_BATCHES
+                                          or self._pending_bytes > LOOKAHEAD_BYTES):
+            self._wait_oldest()
 
     def write_stored(self, stored: Iterable[bytes]) -> None:
-        """Writes records already in stored form (another shard file's, joined unchanged)."""
+        """Writes records already in stored form (another shard file's, joined unchanged), on
+        the calling thread once the batches in flight are written."""
         self._flush()
+        self._write(stored)
+
+    def _write(self, stored: Iterable[bytes]) -> None:
         write, count = self._writer.write, 0
         for rec in stored:
             write(rec)
             count += 1
         self.count += count
 
+    def _wait_oldest(self) -> None:
+        done, nbytes = self._pending.popleft()
+        self._pending_bytes -= nbytes
+        done.result()
+
     def _flush(self) -> None:
-        if self._pending is not None:
-            stored, self._pending = self._pending.result(), None
-            self.write_stored(stored)
+        while self._pending:
+            self._wait_oldest()
 
     def close(self) -> int:
-        """Writes what is pending and closes the file; returns the records written."""
+        """Writes what is in flight and closes the file; returns the records written.
+
+        Raises what compressing or writing a batch raised (the file is closed all the same)."""
         try:
             self._flush()
         finally:
-            self._writer.close()
-            if self._owned:
-                self._compressor.close()
+            futures.wait([f for f, _ in self._pending])  # after an error: the rest is done with
+            self._pending.clear()
+            try:
+                self._writer.close()
+            finally:
+                if self._own_thread:
+                    self._thread.shutdown(wait=True)
+                if self._owned:
+                    self._compressor.close()
         return self.count
+
+
+def writing_thread() -> futures.ThreadPoolExecutor:
+    """A thread that writes records to files, for `ShardFileWriter`'s ``writer_thread``."""
+    return futures.ThreadPoolExecutor(1, thread_name_prefix="datarax_beam-write")
 
 
 def write_shard_file(path: str, records: Iterable[bytes], compression: str = "zstd", *,

@@ -42,7 +42,7 @@ from datarax_beam.shards.checksum import sha256_file
 from datarax_beam.shards.codec import Schema, SchemaError, records_nbytes
 from datarax_beam.shards.compress import RecordCompressor, default_threads
 from datarax_beam.shards.fit import encode_fitting
-from datarax_beam.shards.writer import ShardFileWriter
+from datarax_beam.shards.writer import ShardFileWriter, writing_thread
 from datarax_beam.transforms import dead_letter, files
 from datarax_beam.transforms.commit import Commit, FinalizeShardsFn, PartInfo
 from datarax_beam.transforms.dead_letter import DEFAULT_POLICY, ErrorPolicy, failure, keep
@@ -83,13 +83,15 @@ class _Part:
     """An open ArrayRecord temp file covering output positions ``[start, stop)`` (its records
     plus its failed records); written locally, uploaded at close for remote paths.
 
-    `write` hands a batch to ``compressor``'s threads and writes the previous batch meanwhile
-    (`ShardFileWriter`); `close` finishes the file and returns a future of its `PartInfo`: the
-    file is hashed (and uploaded) on ``finisher`` while the worker goes on with the next part.
+    `write` hands a batch to ``compressor``'s threads and ``writing``'s thread
+    (`ShardFileWriter`); `close` returns a future of its `PartInfo`: the rest of the file is
+    written, closed, hashed (and uploaded) on ``finisher`` while the worker goes on with the next
+    part.
     """
 
     def __init__(self, tmp_dir: str, shard: int, num_shards: int, start: int, compression: str,
-                 compressor: RecordCompressor, finisher: futures.ThreadPoolExecutor, group_size: int = 1):
+                 compressor: RecordCompressor, finisher: futures.ThreadPoolExecutor, group_size: int = 1,
+                 writing: futures.ThreadPoolExecutor | None = None):
         self.shard, self.start, self.stop = shard, start, start
         self.failures: list[dict] = []
         name = f"{ss.shard_name(shard, num_shards)}.{start}.{uuid.uuid4().hex}"
@@ -100,7 +102,7 @@ class _Part:
         else:
             os.makedirs(tmp_dir, exist_ok=True)
             self.local = self.path
-        self.writer = ShardFileWriter(self.local, compression, compressor, group_size)
+        self.writer = ShardFileWriter(self.local, compression, compressor, group_size, writing)
         self._finisher = finisher
 
     def write(self, records: list[bytes]) -> int:
@@ -109,11 +111,12 @@ class _Part:
         return records_nbytes(records)
 
     def close(self) -> futures.Future:
-        """Writes what is pending and closes the file; a future of its `PartInfo`."""
-        self.writer.close()
+        """A future of the `PartInfo`: what is pending is written, the file closed and hashed
+        on the finisher thread (the caller goes on with the next part meanwhile)."""
         return self._finisher.submit(self._finish)
 
     def _finish(self) -> PartInfo:
+        self.writer.close()
         size = os.path.getsize(self.local)
         digest = sha256_file(self.local)
         if self.remote:
@@ -127,8 +130,9 @@ class _Part:
 
 
 class _WriterBase(beam.DoFn):
-    """Shared by the writers: a compression pool and a thread that hashes finished parts, per
-    DoFn instance (made in `setup`); parts are reported once their files are hashed."""
+    """Shared by the writers, per DoFn instance: a compression pool, a thread that writes
+    records (parts one after the other) and a thread that closes and hashes finished parts;
+    parts are reported once their files are hashed."""
 
     def __init__(self, commit: Commit, policy: ErrorPolicy = DEFAULT_POLICY):
         self._tmp_dir, self._num_shards, self._compression = commit.tmp_dir, commit.num_shards, commit.compression
@@ -148,10 +152,12 @@ class _WriterBase(beam.DoFn):
         if getattr(self, "_compressor", None) is None:
             self._compressor = RecordCompressor(self._compression, self._threads or default_threads())
             self._finisher = futures.ThreadPoolExecutor(1, thread_name_prefix="datarax_beam-finish")
+            self._writing = writing_thread()
 
     def teardown(self):
         if getattr(self, "_compressor", None) is not None:
-            self._finisher.shutdown(wait=True)
+            self._finisher.shutdown(wait=True)  # (closing a part waits for its writes)
+            self._writing.shutdown(wait=True)
             self._compressor.close()
             self._compressor = None
 
@@ -164,7 +170,7 @@ class _WriterBase(beam.DoFn):
 
     def _open(self, shard: int, start: int) -> _Part:
         return _Part(self._tmp_dir, shard, self._num_shards, start, self._compression, self._compressor, self._finisher,
-                     self._group_size)
+                     self._group_size, self._writing)
 
     def _close(self, part: _Part) -> None:
         self._closing.append(part.close())
