@@ -24,6 +24,7 @@ from datarax_beam.core.element import Element, RecordMetadata
 from datarax_beam.core.operator import OperatorModule
 from datarax_beam.kernels import opaque as opq
 from datarax_beam.kernels.keys import record_key
+from datarax_beam.kernels.programs import compile_lowered
 
 #: Output kinds.
 COMPUTED, PASSED, CONSTANT = "computed", "passed", "constant"
@@ -135,12 +136,12 @@ def trace_chain(ops, bases, sig: Signature, info: TraceInfo):
     live_idx = live_inputs(traced.jaxpr.jaxpr, len(fed))
     info.live = tuple(f[0] for i, f in enumerate(fed) if i in live_idx)
     if len(info.live) == len(fed):
-        return traced.lower().compile()
+        return compile_lowered(traced.lower())
     # Retrace without the dead inputs so they are never narrowed, checked or sent to the device.
     outputs = info.outputs
     dead = frozenset(f[0] for f in fed) - set(info.live)
     fn, fed = _record_fn(ops, bases, sig, dead, info)
-    compiled = jax.jit(fn).trace(*_specs(fed, sig)).lower().compile()
+    compiled = compile_lowered(jax.jit(fn).trace(*_specs(fed, sig)).lower())
     if [(n, k) for n, k, _ in info.outputs] != [(n, k) for n, k, _ in outputs]:
         raise RuntimeError(
             f"Operators {[op.name for op in ops]} returned different features in two traces of "
