@@ -15,7 +15,9 @@ takes its worker with it (the zygote kills the child when the connection closes)
 exits with the driver (its stdin is a pipe from the driver).
 
 The zygote forks with no JAX backend and no thread of its own started: each worker initializes
-JAX itself, after taking its share of the cores (`datarax_beam._beam_worker.pin_cores`). A
+JAX itself, after taking its share of the cores (`datarax_beam._beam_worker.pin_cores`). Its
+workers share compiled programs through a cache directory of the zygote's (a later job's worker
+loads the chain an earlier one compiled: `datarax_beam._beam_worker.use_compile_cache`). A
 zygote is kept per environment, executable, working directory and ``sys.path`` of the driver:
 when one of them changes, a fresh zygote starts. ``DATARAX_BEAM_ZYGOTE=0`` turns it off (Beam
 then starts each worker process itself).
@@ -35,6 +37,7 @@ import json
 import os
 import selectors
 import shlex
+import shutil
 import signal
 import socket
 import struct
@@ -64,7 +67,7 @@ CLIENT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_zygote_clien
 
 #: The zygote's program: its logging is set up before Beam's import can (as a worker's).
 _SERVE = ("import sys; from datarax_beam import _beam_worker; _beam_worker.setup_logging(); "
-          "from datarax_beam.runners import zygote; zygote.serve(int(sys.argv[1]))")
+          "from datarax_beam.runners import zygote; zygote.serve(int(sys.argv[1]), sys.argv[2])")
 
 _lock = threading.Lock()
 _zygote: _Zygote | None = None
@@ -81,12 +84,13 @@ class _Zygote:
         self.key, self.owner = key, os.getpid()
         self.dir = tempfile.mkdtemp(prefix="datarax-zygote-")
         self.path = os.path.join(self.dir, "socket")
+        self.compile_cache = os.path.join(self.dir, "xla")  # its workers' compiled programs
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(self.path)  # bound now: clients queue until the zygote has preloaded
         listener.listen(128)
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-c", _SERVE, str(listener.fileno())],
+                [sys.executable, "-c", _SERVE, str(listener.fileno()), self.compile_cache],
                 stdin=subprocess.PIPE, pass_fds=[listener.fileno()], start_new_session=True)
         finally:
             listener.close()
@@ -104,11 +108,7 @@ class _Zygote:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        try:
-            os.remove(self.path)
-            os.rmdir(self.dir)
-        except OSError:
-            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def _key() -> str:
@@ -171,7 +171,7 @@ def _request(conn: socket.socket) -> tuple[list[int], dict]:
     return fds, request
 
 
-def _child(conn: socket.socket, fds: list[int], request: dict) -> None:
+def _child(conn: socket.socket, fds: list[int], request: dict, compile_cache: str | None) -> None:
     """In the forked child: become the worker; never returns."""
     code = 1
     try:
@@ -196,7 +196,7 @@ def _child(conn: socket.socket, fds: list[int], request: dict) -> None:
         threading.Thread(target=orphaned, name="datarax-zygote-client", daemon=True).start()
         from datarax_beam import _beam_worker
 
-        _beam_worker.main(sys.argv)
+        _beam_worker.main(sys.argv, compile_cache)
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -210,8 +210,9 @@ def _child(conn: socket.socket, fds: list[int], request: dict) -> None:
             os._exit(code)
 
 
-def serve(listener_fd: int) -> None:
-    """The zygote: preload, then fork a worker per client until stdin closes."""
+def serve(listener_fd: int, compile_cache: str | None = None) -> None:
+    """The zygote: preload, then fork a worker per client until stdin closes; the workers share
+    compiled programs through ``compile_cache`` (`datarax_beam._beam_worker.use_compile_cache`)."""
     for name in PRELOAD:
         try:
             importlib.import_module(name)
@@ -254,7 +255,7 @@ def serve(listener_fd: int) -> None:
                     listener.close()
                     for other in children.values():
                         other.close()
-                    _child(conn, fds, request)
+                    _child(conn, fds, request, compile_cache)
                 for fd in fds:
                     os.close(fd)
                 children[pid] = conn

@@ -167,3 +167,54 @@ def test_a_fork_of_the_driver_leaves_the_zygote_alone():
         os._exit(0)
     os.waitpid(pid, 0)
     assert process.poll() is None  # still serving this driver
+
+
+def _compile_in_workers(tmp_path):
+    """A 2-worker job whose workers each jit one small function; the values they computed."""
+    tmp_path.mkdir()
+    out = str(tmp_path / "values")
+    opts = build_options(options.multi_process(2, cores_per_worker=1))
+
+    def compute(i):
+        import jax
+        import numpy as np
+
+        return f"{i} {float(jax.jit(lambda x: x * 3 + 1)(np.float32(i)))}"
+
+    with beam.Pipeline(runner=make_runner(opts), options=opts) as p:
+        _ = p | beam.Create(range(4)) | beam.Reshuffle() | beam.Map(compute) | beam.io.WriteToText(out)
+    values = set()
+    for name in os.listdir(tmp_path):
+        with open(tmp_path / name) as f:
+            values.update(line.strip() for line in f if line.strip())
+    return values
+
+
+def test_a_later_jobs_workers_load_what_earlier_workers_compiled(tmp_path):
+    zygote.stop()  # a zygote of its own: its cache starts empty
+    assert _compile_in_workers(tmp_path / "a") == {f"{i} {3.0 * i + 1}" for i in range(4)}
+    cache = zygote._zygote.compile_cache
+    entries = [n for n in os.listdir(cache) if n.endswith("-cache")]
+    assert entries  # the first job's workers compiled and stored the program
+    stamps = {n: open(os.path.join(cache, n), "rb").read() for n in os.listdir(cache) if n.endswith("-atime")}
+    assert _compile_in_workers(tmp_path / "b") == {f"{i} {3.0 * i + 1}" for i in range(4)}
+    after = {n: open(os.path.join(cache, n), "rb").read() for n in stamps}
+    assert any(after[n] != stamps[n] for n in stamps)  # read back (JAX stamps an entry it loads)
+    assert [n for n in os.listdir(cache) if n.endswith("-cache")] == entries  # nothing compiled anew
+    directory = zygote._zygote.dir
+    zygote.stop()
+    assert not os.path.exists(directory)  # the cache goes with its zygote
+
+
+@pytest.mark.parametrize("user_cache", [True, False])
+def test_a_workers_compile_cache_never_replaces_the_users(tmp_path, user_cache):
+    env = dict(os.environ)
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    if user_cache:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "users")
+    code = ("import jax; from datarax_beam._beam_worker import use_compile_cache; "
+            f"print(use_compile_cache({str(tmp_path / 'ours')!r}), jax.config.jax_compilation_cache_dir)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    used, directory = out.stdout.split()
+    assert used == str(not user_cache)
+    assert directory == str(tmp_path / ("users" if user_cache else "ours"))
