@@ -61,7 +61,9 @@ class ShardFileWriter:
       >>> import os, tempfile
       >>> path = os.path.join(tempfile.mkdtemp(), "x.array_record")
       >>> w = ShardFileWriter(path)
-      >>> w.write([bytes(100), b"abc"]); w.close()
+      >>> w.write([bytes(100), b"abc"])
+      103
+      >>> w.close()
       2
     """
 
@@ -80,9 +82,10 @@ class ShardFileWriter:
         self._pending_bytes = 0
         self.count = 0
 
-    def write(self, records: Sequence[bytes]) -> None:
+    def write(self, records: Sequence[bytes]) -> int:
         """Stores codec records: starts compressing them and queues them for writing; waits
         while more than `LOOKAHEAD_BATCHES` batches (or `LOOKAHEAD_BYTES`) are in flight.
+        Returns their codec bytes.
 
         Raises what compressing or writing an earlier batch raised."""
         nbytes = records_nbytes(records)
@@ -92,6 +95,7 @@ class ShardFileWriter:
         while len(self._pending) > 1 and (len(self._pending) > LOOKAHEAD_BATCHES
                                           or self._pending_bytes > LOOKAHEAD_BYTES):
             self._wait_oldest()
+        return nbytes
 
     def write_stored(self, stored: Iterable[bytes]) -> None:
         """Writes records already in stored form (another shard file's, joined unchanged), on

@@ -39,7 +39,7 @@ from apache_beam.transforms.window import GlobalWindows
 from datarax_beam.progress import Reporter
 from datarax_beam.shards import shardset as ss
 from datarax_beam.shards.checksum import sha256_file
-from datarax_beam.shards.codec import Schema, SchemaError, records_nbytes
+from datarax_beam.shards.codec import Schema, SchemaError
 from datarax_beam.shards.compress import RecordCompressor, default_threads
 from datarax_beam.shards.fit import encode_fitting
 from datarax_beam.shards.writer import ShardFileWriter, writing_thread
@@ -107,8 +107,7 @@ class _Part:
 
     def write(self, records: list[bytes]) -> int:
         """Stores codec records (compressed while the caller goes on); returns their codec bytes."""
-        self.writer.write(records)
-        return records_nbytes(records)
+        return self.writer.write(records)
 
     def close(self) -> futures.Future:
         """A future of the `PartInfo`: what is pending is written, the file closed and hashed
