@@ -94,6 +94,7 @@ class HostOperator(OperatorModule):
     def apply_batch(self, batch: Mapping[str, Any], keys: np.ndarray | None) -> dict[str, Any]:
         """Runs the operator on a batch; returns columns in the library's representation."""
         n = cols.num_rows(batch)
+        given = {id(v) for v in batch.values()}
         out = self.transform(dict(batch), keys)
         if not isinstance(out, Mapping):
             raise TypeError(
@@ -105,7 +106,13 @@ class HostOperator(OperatorModule):
             if not isinstance(k, str):
                 raise TypeError(f"Host operator {self.name!r} returned a non-str feature name {k!r}")
             column = v if isinstance(v, np.ndarray) and (v.dtype == object or v.ndim >= 1) else None
-            if column is None:
+            if column is not None and id(column) not in given:
+                # The caller keeps the batch while ``fn`` runs on the next one (the writer
+                # compresses it, JAX reads it asynchronously, a user holds it): an array ``fn``
+                # may write to again (a reused output buffer) is copied. Input columns passed
+                # through are the caller's own and are not.
+                column = column.copy()
+            elif column is None:
                 if isinstance(v, jax.Array):
                     column = np.asarray(v)
                 elif isinstance(v, (list, tuple)):

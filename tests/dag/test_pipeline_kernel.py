@@ -54,3 +54,22 @@ def test_an_online_operator_error_names_the_record():
     with pytest.raises(OperatorError, match=r"Operator 'decode' failed on record 9 \(epoch 0\): "
                                             r"ValueError: cannot identify image file"):
         list(p)
+
+
+def test_batches_kept_by_the_user_survive_a_host_operator_reusing_its_output_buffer():
+    raw = np.zeros(8 + 16, np.float32)  # 64-byte aligned: JAX on the CPU may alias it, not copy
+    start = (-raw.ctypes.data % 64) // 4
+    buffer = raw[start : start + 8].reshape(4, 2)  # written again by every batch
+
+    def fill(batch, keys):
+        buffer[: len(batch["x"])] = batch["x"][:, None]
+        return {"y": buffer[: len(batch["x"])]}
+
+    p = from_source(MemorySource(data={"x": np.arange(10, dtype=np.float32)}), 4) >> HostOperator(
+        fill, threads=1, record_wise=False)
+    batches = list(p)  # every batch kept, then read
+    np.testing.assert_array_equal(np.concatenate([np.asarray(b["y"])[:, 0] for b in batches]), np.arange(10))
+    # a feature passed through is the source's own column, not copied
+    ident = from_source(MemorySource(data={"x": np.arange(4, dtype=np.float32)}), 4) >> HostOperator(
+        lambda b, k: b, threads=1)
+    assert next(iter(ident))["x"].tolist() == [0, 1, 2, 3]

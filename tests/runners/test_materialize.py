@@ -227,6 +227,26 @@ def test_text_bytes_and_ragged_features(tmp_path):
     np.testing.assert_array_equal(decoded["x"], np.arange(n, dtype=np.float32))
 
 
+def test_a_host_operator_that_reuses_its_output_buffer_stores_every_batchs_values(tmp_path):
+    # The writer compresses batches while the next ones are computed: an output array written
+    # to again by the next batch must not change what an earlier batch stored.
+    from datarax_beam import OperatorNode, from_source
+    from datarax_beam.operators import HostOperator
+
+    buffer = np.zeros((8, 3), np.float32)
+
+    def fill(batch, keys):
+        n = len(batch["x"])
+        buffer[:n] = batch["x"][:, None]
+        return {"y": buffer[:n]}
+
+    n = 64
+    p = from_source(MemorySource(data={"x": np.arange(n, dtype=np.float32)}), 8) >> OperatorNode(
+        HostOperator(fill, threads=1, record_wise=False))
+    shardset = materialize(p, str(tmp_path / "out"), num_shards=2, options=options.in_process(), writer_threads=2)
+    np.testing.assert_array_equal(read_all(shardset.path)["y"], np.repeat(np.arange(n, dtype=np.float32)[:, None], 3, 1))
+
+
 def test_empty_source_commits_empty_shards(tmp_path):
     from datarax_beam import from_source
 
