@@ -114,3 +114,24 @@ def test_a_block_of_tensors_encodes_the_same_bytes():
     np.testing.assert_array_equal(decode_batch(schema, list(block))["a"], batch["a"])
     text = {"t": np.array(["x", "y"], dtype=object)}  # variable features: a list as always
     assert encode_batch(Schema.infer(text), text, block=True) == encode_batch(Schema.infer(text), text)
+
+
+def test_a_block_views_a_jax_arrays_memory_and_copies_anything_writable():
+    import jax.numpy as jnp
+
+    from datarax_beam.shards.codec import FixedRecords, frozen_buffer
+
+    schema = Schema.infer({"a": np.zeros((3, 2), np.float32)})
+    device = np.asarray(jnp.arange(6, dtype=jnp.float32).reshape(3, 2))  # a kernel's output
+    block = encode_batch(schema, {"a": device}, block=True)
+    assert isinstance(block.blob, memoryview) and block.blob.readonly  # no copy
+    assert list(block) == [device[i].tobytes() for i in range(3)] and block[1] == device[1].tobytes()
+    assert isinstance(block[0], bytes) and list(block[1:]) == list(block)[1:]
+    host = np.arange(6, dtype=np.float32).reshape(3, 2)  # a source's or host operator's array
+    block = encode_batch(schema, {"a": host}, block=True)
+    host[:] = -1  # written to after the hand-over: the block keeps the values it was given
+    assert isinstance(block.blob, bytes) and block[2] == np.array([4, 5], np.float32).tobytes()
+    # a view of a JAX array that is not contiguous is copied too
+    assert isinstance(frozen_buffer(np.asarray(jnp.zeros((4, 4), jnp.uint8))[:, :2]), bytes)
+    view = FixedRecords(frozen_buffer(device.reshape(3, -1).view(np.uint8)), 8)
+    assert list(view) == [device[i].tobytes() for i in range(3)]
