@@ -135,6 +135,8 @@ def worker_scaling(n: int, workers: list[int], work: str, repeats: int = 1) -> d
 class GeneratedPhotos(RandomAccessSource):
     """``n`` 64x64x3 uint8 images made on demand from their index (like `GeneratedImages`)."""
 
+    stable_batches = True  # every read returns a new array: nothing to copy
+
     def __init__(self, n: int, seed: int = 0):
         super().__init__(None, name="generated_photos")
         self.n, self.seed = int(n), int(seed)

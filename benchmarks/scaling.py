@@ -39,6 +39,8 @@ MEAN, STD = 0.5, 0.25
 class GeneratedImages(RandomAccessSource):
     """``n`` random 28x28 float32 images made on demand from their index (see module doc)."""
 
+    stable_batches = True  # every read returns a new array: nothing to copy
+
     def __init__(self, n: int, seed: int = 0):
         super().__init__(None, name="generated_images")
         self.n, self.seed = int(n), int(seed)

@@ -162,6 +162,12 @@ class RandomAccessSource(DataSourceModule):
     so it is the same on every machine and runner.
     """
 
+    #: Whether the source never writes again to an array ``_read`` returned (a view of data it
+    #: holds fixed, or a new array). Otherwise (the default: a source may fill one buffer per
+    #: call) `get_batch` copies writable numeric columns, since a batch is still in use -- being
+    #: compressed, read by JAX, kept by a user -- while the next one is read.
+    stable_batches = False
+
     def __init__(self, config: Any = None, *, name: str | None = None, rngs: nnx.Rngs | None = None):
         super().__init__(config, name=name, rngs=rngs)
         self.epoch = SourceCursor(0)
@@ -189,7 +195,11 @@ class RandomAccessSource(DataSourceModule):
         if idx.size and (idx.min() < 0 or idx.max() >= n):
             bad = idx[(idx < 0) | (idx >= n)][0]
             raise IndexError(f"Record index {int(bad)} is out of range for a source of length {n}")
-        return self._read(idx)
+        batch = self._read(idx)
+        if self.stable_batches:
+            return batch
+        return {k: v.copy() if isinstance(v, np.ndarray) and v.dtype != object and v.flags.writeable else v
+                for k, v in batch.items()}
 
     def read_batches(self, chunks: Iterable[np.ndarray]) -> Iterator[dict[str, Any]]:
         """Reads a stream of index chunks, yielding one columnar batch per chunk, in order.

@@ -174,6 +174,8 @@ class ArrayRecordSourceModule(RandomAccessSource):
       (5, [[0, 1], [2, 3], [4]])
     """
 
+    stable_batches = True  # (never writes to an array it returned)
+
     def __init__(
         self,
         *args: Any,

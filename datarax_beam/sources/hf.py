@@ -178,6 +178,8 @@ class HFEagerSource(RandomAccessSource):
       array([1])
     """
 
+    stable_batches = True  # (never writes to an array it returned)
+
     def __init__(
         self,
         config: HFEagerConfig | None = None,

@@ -59,6 +59,8 @@ class MemorySource(RandomAccessSource):
       (4, 2, [3, 1])
     """
 
+    stable_batches = True  # (never writes to an array it returned)
+
     def __init__(
         self,
         config: MemorySourceConfig | None = None,

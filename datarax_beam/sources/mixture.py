@@ -191,6 +191,8 @@ class Mixture(RandomAccessSource):
       (9, [0, 1, 0, 0, 1, 0, 0, 1, 0])
     """
 
+    stable_batches = True  # (never writes to an array it returned)
+
     def __init__(self, config: MixtureConfig | Sequence[Any] | None = None, sources: Sequence[Any] | None = None,
                  *args: Any, name: str = "mixture", rngs: nnx.Rngs | None = None, **fields: Any):
         config, sources = _config_and_sources(config, sources, args, fields)

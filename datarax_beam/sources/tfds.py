@@ -177,6 +177,8 @@ class TFDSEagerSource(RandomAccessSource):
       (2, 28, 28, 1)
     """
 
+    stable_batches = True  # (never writes to an array it returned)
+
     def __init__(self, config: TFDSEagerConfig, *, name: str | None = None, rngs: nnx.Rngs | None = None):
         if not isinstance(config, TFDSEagerConfig):
             raise TypeError(f"`config` must be a TFDSEagerConfig, got {type(config).__name__}")

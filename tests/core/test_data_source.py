@@ -170,3 +170,32 @@ def test_direct_iteration_computes_the_epoch_order_once_per_epoch():
     second = [e.metadata.index for e in src]
     assert calls == [0, 1]
     assert first == src.epoch_order(0).tolist() and second == src.epoch_order(1).tolist()
+
+
+class _OneBuffer(RandomAccessSource):
+    """A source that fills the same array on every read (as a reader into a buffer might)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+        raw = np.zeros(4 * 2 + 16, np.float32)  # 64-byte aligned: JAX on the CPU may alias it
+        start = (-raw.ctypes.data % 64) // 4
+        self.buffer = nnx.data(raw[start : start + 8].reshape(4, 2))
+
+    def __len__(self):
+        return self.n
+
+    def _read(self, indices):
+        self.buffer[: len(indices)] = np.asarray(indices, np.float32)[:, None]
+        return {"x": self.buffer[: len(indices)]}
+
+
+def test_batches_of_a_source_reusing_its_buffer_are_copied():
+    from datarax_beam import from_source
+
+    src = _OneBuffer(10)
+    first = src.get_batch([0, 1])
+    src.get_batch([5, 6])
+    assert first["x"][:, 0].tolist() == [0, 1]
+    batches = list(from_source(_OneBuffer(10), 4))  # every batch kept, then read
+    assert np.concatenate([np.asarray(b["x"])[:, 0] for b in batches]).tolist() == list(range(10))

@@ -247,6 +247,29 @@ def test_a_host_operator_that_reuses_its_output_buffer_stores_every_batchs_value
     np.testing.assert_array_equal(read_all(shardset.path)["y"], np.repeat(np.arange(n, dtype=np.float32)[:, None], 3, 1))
 
 
+class _OneBuffer(RandomAccessSource):
+    """Fills the same array on every read."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.buffer = n, np.zeros((8, 3), np.float32)
+
+    def __len__(self):
+        return self.n
+
+    def _read(self, indices):
+        self.buffer[: len(indices)] = np.asarray(indices, np.float32)[:, None]
+        return {"y": self.buffer[: len(indices)]}
+
+
+def test_a_source_that_reuses_its_buffer_stores_every_batchs_values(tmp_path):
+    from datarax_beam import from_source
+
+    shardset = materialize(from_source(_OneBuffer(64), 8), str(tmp_path / "out"), num_shards=2,
+                           options=options.in_process())
+    np.testing.assert_array_equal(read_all(shardset.path)["y"][:, 0], np.arange(64, dtype=np.float32))
+
+
 def test_empty_source_commits_empty_shards(tmp_path):
     from datarax_beam import from_source
 
