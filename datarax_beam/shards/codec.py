@@ -254,12 +254,8 @@ class FixedRecords(Sequence):
 
     def __iter__(self):
         blob, size = self.blob, self.size
-        if isinstance(blob, bytes):
-            for o in range(self.start * size, self.stop * size, size):
-                yield blob[o : o + size]
-        else:
-            for o in range(self.start * size, self.stop * size, size):
-                yield blob[o : o + size].tobytes()
+        for o in range(self.start * size, self.stop * size, size):
+            yield bytes(blob[o : o + size])  # (a slice of bytes is bytes already: not copied again)
 
     @property
     def nbytes(self) -> int:
