@@ -23,7 +23,7 @@ from apache_beam.portability import python_urns
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
 from datarax_beam import logs
-from datarax_beam._beam_worker import CORES
+from datarax_beam._beam_worker import CORES, sample_states_often
 from datarax_beam.runners import zygote
 from datarax_beam.runners.options import LocalWorkerOptions, worker_core_sets
 
@@ -63,9 +63,11 @@ def wants_quiet(options) -> bool:
 
 class FnApiRunner(fn_runner.FnApiRunner):
     """`fn_runner.FnApiRunner` whose worker processes start quietly unless the job's
-    ``--default_sdk_harness_log_level`` is INFO or DEBUG."""
+    ``--default_sdk_harness_log_level`` is INFO or DEBUG. Bundles it runs in this process end
+    without waiting for Beam's state sampler (`sample_states_often`; so do its workers')."""
 
     def run_via_runner_api(self, pipeline_proto, options):
+        sample_states_often()  # (for an in-process run; a worker process does it as it starts)
         if not (wants_quiet(options) and quiet_workers(pipeline_proto, options)):
             return super().run_via_runner_api(pipeline_proto, options)
         with logs.worker_copies_dropped():

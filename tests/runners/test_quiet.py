@@ -1,4 +1,5 @@
-"""Quiet DirectRunner workers: the command rewrite, when it applies, and a real 2-worker
+"""Quiet DirectRunner workers: the command rewrite, when it applies, bundles that end without
+waiting for Beam's state sampler, and a real 2-worker
 ``materialize`` whose stderr holds none of Beam's noise but still shows a user's warning."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability import python_urns
 from apache_beam.portability.api import beam_runner_api_pb2
@@ -40,6 +42,34 @@ def test_quiet_unless_the_job_asks_for_info_or_debug():
     assert not wants_quiet(PipelineOptions(["--default_sdk_harness_log_level=10"]))
     assert not wants_quiet(PipelineOptions(["--default_sdk_harness_log_level=LOUD"]))
     assert isinstance(opts.make_runner(opts.build_options(opts.multi_process(2))), FnApiRunner)
+
+
+_PERIODS: list[int] = []
+
+
+def _record_period(x):
+    from apache_beam.runners.worker import statesampler
+
+    _PERIODS.append(statesampler.get_current_tracker().sampling_period_ms)
+    return x
+
+
+def test_in_process_bundles_do_not_wait_for_beams_state_sampler():
+    # Beam's sampler sleeps up to 200 ms between samples and a bundle's end waits for it
+    from apache_beam.runners.worker.statesampler import StateSampler
+
+    from datarax_beam._beam_worker import STATE_SAMPLING_MS
+
+    init = StateSampler.__init__
+    saved = init.__defaults__
+    try:
+        init.__defaults__ = (200,)  # Beam's own, as in a fresh process
+        flags = opts.build_options(opts.in_process())
+        with beam.Pipeline(runner=opts.make_runner(flags), options=flags) as p:
+            _ = p | beam.Create([1, 2]) | beam.Map(_record_period)
+    finally:
+        init.__defaults__ = saved
+    assert _PERIODS and set(_PERIODS) == {STATE_SAMPLING_MS}
 
 
 SCRIPT = '''

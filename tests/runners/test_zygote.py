@@ -11,6 +11,7 @@ import time
 
 import apache_beam as beam
 import pytest
+from apache_beam.runners.worker import statesampler
 
 from datarax_beam import _beam_worker
 from datarax_beam.runners import options, zygote
@@ -26,7 +27,8 @@ def _facts(tmp_path, flags):
     with beam.Pipeline(runner=make_runner(opts), options=opts) as p:
         _ = (p | beam.Create(range(8)) | beam.Reshuffle()
              | beam.Map(lambda _: f"{os.getpid()} {os.getppid()} "
-                                  f"{','.join(map(str, sorted(os.sched_getaffinity(0))))}")
+                                  f"{','.join(map(str, sorted(os.sched_getaffinity(0))))} "
+                                  f"{statesampler.get_current_tracker().sampling_period_ms}")
              | beam.io.WriteToText(out))
     rows = set()
     for name in os.listdir(tmp_path):
@@ -40,13 +42,15 @@ def test_workers_are_forked_from_one_zygote_and_take_their_cores(tmp_path):
     cores = sorted(os.sched_getaffinity(0))
     first = _facts(tmp_path / "a", options.multi_process(2, cores_per_worker=1))
     zygote_pid = zygote._zygote.process.pid
-    assert {parent for _, parent, _ in first} == {str(zygote_pid)}  # forked, not started by Beam
-    assert all(len(c.split(",")) == 1 and int(c) in cores for _, _, c in first)
-    if len(cores) > 1 and len({pid for pid, _, _ in first}) == 2:  # both workers got elements
-        assert len({c for _, _, c in first}) == 2  # ... on different cores
+    assert {parent for _, parent, _, _ in first} == {str(zygote_pid)}  # forked, not started by Beam
+    assert all(len(c.split(",")) == 1 and int(c) in cores for _, _, c, _ in first)
+    if len(cores) > 1 and len({pid for pid, _, _, _ in first}) == 2:  # both workers got elements
+        assert len({c for _, _, c, _ in first}) == 2  # ... on different cores
     second = _facts(tmp_path / "b", options.multi_process(1))
-    assert {parent for _, parent, _ in second} == {str(zygote_pid)}  # the same zygote, still warm
-    assert {c for _, _, c in second} == {",".join(map(str, cores))}  # one worker: every core
+    assert {parent for _, parent, _, _ in second} == {str(zygote_pid)}  # the same zygote, still warm
+    assert {c for _, _, c, _ in second} == {",".join(map(str, cores))}  # one worker: every core
+    # bundles end without waiting up to 200 ms for Beam's state sampler
+    assert {period for *_, period in first | second} == {str(_beam_worker.STATE_SAMPLING_MS)}
 
 
 def test_a_changed_environment_gets_a_fresh_zygote(monkeypatch):
