@@ -21,6 +21,35 @@ def is_numeric_column(column: Any) -> bool:
     return isinstance(column, (np.ndarray, jax.Array)) and column.dtype.kind in NUMERIC_KINDS
 
 
+def is_frozen(array: np.ndarray) -> bool:
+    """Whether nobody can write to ``array``'s memory: it is a read-only view, through read-only
+    views only, of memory that cannot change (a ``bytes`` object, or a JAX array's buffer).
+
+    A batch handed on is still read after its producer moves on (the writer compresses it, JAX
+    reads it asynchronously, a user keeps it), so an array that is not frozen may be refilled
+    under its reader and is copied where it is handed on. A fresh array is writable, hence not
+    frozen; so is a read-only view of a writable one.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> is_frozen(np.frombuffer(b"abcd", np.uint8)), is_frozen(np.asarray(jnp.zeros(2)))
+      (True, True)
+      >>> view = np.zeros(4).view(); view.flags.writeable = False
+      >>> is_frozen(np.zeros(4)), is_frozen(view)
+      (False, False)
+    """
+    base: Any = array
+    while isinstance(base, np.ndarray):
+        if base.flags.writeable or base.base is None:  # (an owner may make itself writable again)
+            return False
+        base = base.base
+    if isinstance(base, memoryview):
+        if not base.readonly:
+            return False
+        base = base.obj
+    return isinstance(base, (bytes, jax.Array))
+
+
 def object_column(values: Sequence[Any]) -> np.ndarray:
     """A 1-D object array holding ``values`` one per slot (never broadcast into 2-D)."""
     out = np.empty(len(values), dtype=object)

@@ -25,6 +25,7 @@ from typing import Any
 import flax.nnx as nnx
 import numpy as np
 
+from datarax_beam.core import columns as cols
 from datarax_beam.core.element import Element, RecordMetadata
 from datarax_beam.core.hosts import HostShard, Steps, host_steps
 
@@ -164,8 +165,9 @@ class RandomAccessSource(DataSourceModule):
 
     #: Whether the source never writes again to an array ``_read`` returned (a view of data it
     #: holds fixed, or a new array). Otherwise (the default: a source may fill one buffer per
-    #: call) `get_batch` copies writable numeric columns, since a batch is still in use -- being
-    #: compressed, read by JAX, kept by a user -- while the next one is read.
+    #: call) `get_batch` copies every array column whose memory may change
+    #: (`columns.is_frozen`), since a batch is still in use -- being compressed, read by JAX,
+    #: kept by a user -- while the next one is read.
     stable_batches = False
 
     def __init__(self, config: Any = None, *, name: str | None = None, rngs: nnx.Rngs | None = None):
@@ -198,7 +200,7 @@ class RandomAccessSource(DataSourceModule):
         batch = self._read(idx)
         if self.stable_batches:
             return batch
-        return {k: v.copy() if isinstance(v, np.ndarray) and v.dtype != object and v.flags.writeable else v
+        return {k: v.copy() if isinstance(v, np.ndarray) and not cols.is_frozen(v) else v
                 for k, v in batch.items()}
 
     def read_batches(self, chunks: Iterable[np.ndarray]) -> Iterator[dict[str, Any]]:

@@ -106,7 +106,7 @@ class HostOperator(OperatorModule):
             if not isinstance(k, str):
                 raise TypeError(f"Host operator {self.name!r} returned a non-str feature name {k!r}")
             column = v if isinstance(v, np.ndarray) and (v.dtype == object or v.ndim >= 1) else None
-            if column is not None and id(column) not in given:
+            if column is not None and id(column) not in given and not cols.is_frozen(column):
                 # The caller keeps the batch while ``fn`` runs on the next one (the writer
                 # compresses it, JAX reads it asynchronously, a user holds it): an array ``fn``
                 # may write to again (a reused output buffer) is copied. Input columns passed

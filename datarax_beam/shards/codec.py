@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -267,11 +266,11 @@ class FixedRecords(Sequence):
 
 
 def frozen_buffer(array: np.ndarray) -> bytes | memoryview:
-    """``array``'s bytes in a buffer nobody will write to: a view when its memory belongs to a
-    JAX array (immutable; our kernels donate nothing), else a copy.
+    """``array``'s bytes in a buffer nobody will write to: a view when its memory cannot change
+    (`datarax_beam.core.columns.is_frozen`: a JAX array's, or a ``bytes`` object's), else a copy.
 
     A kernel's outputs reach the writer as numpy views of device buffers on the CPU; copying
-    3 MiB per batch under the GIL took 12% of an in-process job. Anything else (a source's
+    3 MiB per batch under the GIL took 12% of an in-process job. Anything writable (a source's
     array, a host operator's output) may be written to after the batch is handed over while
     the writer still compresses it, so it is copied.
 
@@ -282,18 +281,9 @@ def frozen_buffer(array: np.ndarray) -> bytes | memoryview:
       >>> type(frozen_buffer(np.asarray(jnp.zeros(4, jnp.uint8)))).__name__
       'memoryview'
     """
-    base = array
-    while isinstance(base, np.ndarray) and base.base is not None:
-        base = base.base
-    if (isinstance(base, memoryview) and base.readonly and array.flags.c_contiguous
-            and _is_jax_array(base.obj)):
+    if array.flags.c_contiguous and cols.is_frozen(array):
         return memoryview(array.reshape(-1).view(np.uint8))
     return array.tobytes()
-
-
-def _is_jax_array(obj: Any) -> bool:
-    jax = sys.modules.get("jax")  # (a JAX array exists only if JAX was imported)
-    return jax is not None and isinstance(obj, jax.Array)
 
 
 def records_nbytes(records: Sequence[bytes]) -> int:

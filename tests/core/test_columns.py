@@ -65,3 +65,20 @@ def test_is_numeric_column():
     assert not cols.is_numeric_column(cols.object_column(["a"]))
     assert not cols.is_numeric_column(np.array(["a"]))
     assert not cols.is_numeric_column([1, 2])
+
+
+def test_only_read_only_views_of_bytes_or_jax_memory_are_frozen():
+    assert cols.is_frozen(np.frombuffer(b"abcdefgh", np.uint8).reshape(2, 4)[:, 1:])
+    assert cols.is_frozen(np.asarray(jnp.arange(4.0)))
+    fresh = np.zeros(4)
+    assert not cols.is_frozen(fresh)
+    view = fresh.view()
+    view.flags.writeable = False  # read-only, but its owner is not
+    assert not cols.is_frozen(view)
+    owner = np.zeros(4)
+    owner.flags.writeable = False  # an owner may make itself writable again
+    assert not cols.is_frozen(owner)
+    refillable = bytearray(8)
+    assert not cols.is_frozen(np.frombuffer(refillable, np.uint8))
+    assert not cols.is_frozen(np.frombuffer(memoryview(refillable).toreadonly(), np.uint8))
+    assert not cols.is_frozen(cols.object_column([b"a", b"b"]))

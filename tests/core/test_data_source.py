@@ -199,3 +199,43 @@ def test_batches_of_a_source_reusing_its_buffer_are_copied():
     assert first["x"][:, 0].tolist() == [0, 1]
     batches = list(from_source(_OneBuffer(10), 4))  # every batch kept, then read
     assert np.concatenate([np.asarray(b["x"])[:, 0] for b in batches]).tolist() == list(range(10))
+
+
+class _OneObjectBuffer(RandomAccessSource):
+    """Fills the same object array, and hands out a read-only view of one numeric buffer."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+        self.names = nnx.data(np.empty(4, dtype=object))
+        self.values = nnx.data(np.zeros(4, np.int64))
+
+    def __len__(self):
+        return self.n
+
+    def _read(self, indices):
+        self.names[: len(indices)] = [f"r{i}" for i in indices]
+        self.values[: len(indices)] = indices
+        view = self.values[: len(indices)].view()
+        view.flags.writeable = False  # read-only to the reader, still written by the source
+        return {"name": self.names[: len(indices)], "value": view}
+
+
+def test_object_columns_and_read_only_views_of_a_reused_buffer_are_copied():
+    src = _OneObjectBuffer(10)
+    first = src.get_batch([0, 1])
+    src.get_batch([5, 6])
+    assert first["name"].tolist() == ["r0", "r1"] and first["value"].tolist() == [0, 1]
+
+
+def test_frozen_columns_are_not_copied():
+    frozen = np.frombuffer(bytes(range(8)), np.uint8)
+
+    class Frozen(RandomAccessSource):
+        def __len__(self):
+            return 8
+
+        def _read(self, indices):
+            return {"x": frozen[indices[0] : indices[-1] + 1]}
+
+    assert np.shares_memory(Frozen().get_batch([2, 3])["x"], frozen)

@@ -130,3 +130,19 @@ def test_the_kernel_is_never_pickled():
         pickle.dumps(ChainKernel([HostOperator(lengths)]))
     with pytest.raises(ValueError, match=r"`threads` must be an int >= 1 or None, got 0"):
         ChainKernel([], threads=0)
+
+
+def test_a_host_operators_new_arrays_are_copied_unless_frozen():
+    frozen = np.frombuffer(bytes(range(7)), np.uint8)
+    buffer = np.zeros(7, np.int64)
+
+    def fn(batch, keys):
+        buffer[:] = np.arange(7)
+        view = buffer.view()
+        view.flags.writeable = False  # read-only to us, but ``fn`` writes it again
+        return {**batch, "frozen": frozen, "view": view}
+
+    out = HostOperator(fn, threads=1).apply_batch({"w": WORDS}, None)
+    assert out["w"] is WORDS  # passed through: the caller's own
+    assert np.shares_memory(out["frozen"], frozen)  # nobody can write to it
+    assert not np.shares_memory(out["view"], buffer)
