@@ -237,27 +237,30 @@ def main(argv: list[str] | None = None) -> dict:
     workers = [int(w) for w in args.workers.split(",") if w]
     work = tempfile.mkdtemp(prefix="bench-scaleout-")
     try:
-        scaling, cores = worker_scaling(args.records, workers, work, args.repeats)
-        images = image_job(args.image_records, work)
+        # (0 records or images skips that part: benchmarks/device.sh runs them apart)
+        scaling, cores = worker_scaling(args.records, workers, work, args.repeats) if args.records else ({}, {})
+        images = image_job(args.image_records, work) if args.image_records else {}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nworker scaling: {args.records:,} generated 28x28 f32 records, {SHARDS} shards, "
-          f"XLA 1 intra-op thread per process, {os.cpu_count()} cores; w = w workers of one core each "
-          f"(--local_worker_cores=1), 'w share' = w workers sharing every core (the default); best of "
-          f"{args.repeats}, runs taking turns")
-    print(f"{'chain':<22}{'workers':>10}{'records/s':>12}{'vs in-proc':>11}{'efficiency':>11}{'cores busy':>11}")
-    for chain, rates in scaling.items():
-        one = rates[1] if 1 in rates else None
-        for w, rate in rates.items():
-            eff = f"{rate / (w * one):10.2f}" if isinstance(w, int) and one else f"{'-':>10}"
-            print(f"{chain:<22}{w!s:>10}{rate:>12,.0f}{rate / rates['in-process']:10.2f}x{eff}"
-                  f"{cores[chain][w]:11.2f}")
-    print("(efficiency: rate(w) / (w x rate(1)), one core per worker; cores busy: CPU seconds of the driver "
-          "and its worker processes per second of the job)")
-    print(f"\nimage job: {args.image_records:,} 64x64x3 uint8 -> normalize, keyed flip + brightness, "
-          f"3x3 blur, float16")
-    for name, rate in images.items():
-        print(f"{name:<24}{rate:>12,.0f} records/s{rate / images['hand loop']:8.2f}x hand loop")
+    if scaling:
+        print(f"\nworker scaling: {args.records:,} generated 28x28 f32 records, {SHARDS} shards, "
+              f"XLA 1 intra-op thread per process, {os.cpu_count()} cores; w = w workers of one core each "
+              f"(--local_worker_cores=1), 'w share' = w workers sharing every core (the default); best of "
+              f"{args.repeats}, runs taking turns")
+        print(f"{'chain':<22}{'workers':>10}{'records/s':>12}{'vs in-proc':>11}{'efficiency':>11}{'cores busy':>11}")
+        for chain, rates in scaling.items():
+            one = rates[1] if 1 in rates else None
+            for w, rate in rates.items():
+                eff = f"{rate / (w * one):10.2f}" if isinstance(w, int) and one else f"{'-':>10}"
+                print(f"{chain:<22}{w!s:>10}{rate:>12,.0f}{rate / rates['in-process']:10.2f}x{eff}"
+                      f"{cores[chain][w]:11.2f}")
+        print("(efficiency: rate(w) / (w x rate(1)), one core per worker; cores busy: CPU seconds of the driver "
+              "and its worker processes per second of the job)")
+    if images:
+        print(f"\nimage job: {args.image_records:,} 64x64x3 uint8 -> normalize, keyed flip + brightness, "
+              f"3x3 blur, float16")
+        for name, rate in images.items():
+            print(f"{name:<24}{rate:>12,.0f} records/s{rate / images['hand loop']:8.2f}x hand loop")
     return {"scaling": {c: {str(w): r for w, r in rates.items()} for c, rates in scaling.items()},
             "cores": {c: {str(w): b for w, b in busy.items()} for c, busy in cores.items()},
             "images": images, "records": args.records, "image_records": args.image_records,
