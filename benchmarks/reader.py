@@ -19,7 +19,8 @@ shuffled epoch in batches of 256 with
 
 and prints records/s and the ratios reader/(a) (goal >= 1.2), reader/(b) (goal >= 4),
 mixture/reader (goal >= 0.9) and the restore time (goal < 1 s), all from the same run. Each
-variant runs ``--repeats`` times interleaved; the best time counts.
+variant runs ``--repeats`` times interleaved; the best time counts, except for mixture/reader:
+the median of the rounds' ratios (each round reads both back to back).
 
     python benchmarks/reader.py [--records 100000] [--repeats 2] [--shards 8] [--restore-records 1000000]
 """
@@ -196,12 +197,12 @@ def main(argv=None) -> dict[str, float]:
     pipeline = from_source(open_reader(directory, args.threads, args.prefetch), BATCH)
     floor_ds, grain_ds = open_floor(directory), open_grain(directory)
     mixture = open_mixture(halves, args.threads, args.prefetch)
-    variants = {
+    variants = {  # (the mixture right after the reader: their ratio is taken per round)
         "reader": lambda: timed(run_reader, reader),
+        "mixture of two sets of N/2": lambda: timed(run_reader, mixture),
         "reader via from_source": lambda: timed(run_pipeline, pipeline),
         "(a) ArrayRecordDataSource.__getitems__ + np.frombuffer": lambda: timed(run_floor, floor_ds),
         "(b) grain MapDataset shuffle+batch": lambda: timed(run_grain, grain_ds),
-        "mixture of two sets of N/2": lambda: timed(run_reader, mixture),
         "reader, first epoch (opens + verifies shards)":
             lambda: timed(run_first_epoch, directory, args.threads, args.prefetch),
         "restore": lambda: timed(run_restore, small, args.restore_records),
@@ -210,7 +211,9 @@ def main(argv=None) -> dict[str, float]:
         variants[name]()  # warm-up: open the files once, as a training job's first epoch does
     best: dict[str, float] = {}
     restore = float("inf")
+    paired: list[float] = []  # mixture / reader per round: both read back to back
     for _ in range(args.repeats):
+        rates: dict[str, float] = {}
         for name, run in variants.items():
             seconds, n = run()
             if name == "restore":
@@ -218,7 +221,9 @@ def main(argv=None) -> dict[str, float]:
                 continue
             expected = args.records // 2 * 2 if name.startswith("mixture") else args.records
             assert n == expected, f"{name} read {n} records, expected {expected}"
-            best[name] = max(best.get(name, 0.0), n / seconds)
+            rates[name] = n / seconds
+            best[name] = max(best.get(name, 0.0), rates[name])
+        paired.append(rates["mixture of two sets of N/2"] / rates["reader"])
     print(f"{args.records} records of {SHAPE} float32, zstd, {args.shards} shards, batches of {BATCH}, "
           f"read_threads={args.threads}, prefetch_batches={args.prefetch}, best of {args.repeats}")
     for name, rate in best.items():
@@ -226,11 +231,15 @@ def main(argv=None) -> dict[str, float]:
     floor = best["(a) ArrayRecordDataSource.__getitems__ + np.frombuffer"]
     grain_rate = best["(b) grain MapDataset shuffle+batch"]
     mixture_rate = best["mixture of two sets of N/2"]
+    # The mixture's ratio is the median of the rounds' ratios: a slow spell of a shared machine
+    # falls on both halves of a round, while the best of each may come from different rounds
+    # (best-of ratios of the same code ranged 0.75-1.13 on one day; paired ones 0.9-1.0).
     ratios = {"vs_floor": best["reader"] / floor, "vs_grain": best["reader"] / grain_rate,
-              "mixture_vs_reader": mixture_rate / best["reader"]}
+              "mixture_vs_reader": float(np.median(paired))}
     print(f"  reader / (a) floor = {ratios['vs_floor']:.2f}x  (goal >= 1.2)")
     print(f"  reader / (b) grain = {ratios['vs_grain']:.2f}x  (goal >= 4)")
-    print(f"  mixture / reader   = {ratios['mixture_vs_reader']:.2f}x  (goal >= 0.9)")
+    print(f"  mixture / reader   = {ratios['mixture_vs_reader']:.2f}x  (goal >= 0.9; median of {len(paired)} "
+          f"rounds' ratios: {' '.join(f'{r:.2f}' for r in paired)})")
     print(f"  restore mid-epoch, {args.restore_records:,} records: {restore:.3f} s  (goal < 1 s)")
     return {**ratios, "reader": best["reader"], "floor": floor, "grain": grain_rate,
             "mixture": mixture_rate, "first_epoch": best["reader, first epoch (opens + verifies shards)"],
