@@ -226,9 +226,9 @@ class FixedRecords(Sequence):
 
     What `encode_batch` returns with ``block=True`` for a schema of tensors only: the batch in
     one buffer instead of one bytes object per record, which the compressor hands to zstd whole
-    (`datarax_beam.shards.compress`). ``blob`` is ``bytes``, or a read-only memoryview of a JAX
-    array's memory (immutable: see `frozen_buffer`). Items and iteration give bytes like a list
-    of records; a slice is a view of the same buffer.
+    (`datarax_beam.shards.compress`). ``blob`` is ``bytes``, or a read-only memoryview of memory
+    that cannot change (a JAX array's or a ``bytes`` object's: see `frozen_buffer`). Items and
+    iteration give bytes like a list of records; a slice is a view of the same buffer.
     """
 
     __slots__ = ("blob", "size", "start", "stop")
